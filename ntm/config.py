@@ -1,0 +1,180 @@
+"""Typed schemas behind the conf/ groups, and their value checks.
+
+The dataclasses are the schema: Hydra rejects unknown keys and wrong types while composing;
+`validate()` then checks values (ranges, names) and returns the typed config.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ntm.checks import ConfigError, one_of, positive, require
+from ntm.controller import CONTROLLERS
+from ntm.model import MEMORY_INITS, head_stages
+from ntm.tasks import TASKS
+
+GRAD_CLIPS = ("value", "norm", "none")
+
+
+@dataclass
+class MemoryConfig:
+    n: int = 128
+    m: int = 20
+    init: str = "constant"
+    init_value: float = 1e-6  # for init=constant (Collier & Beel 2018)
+
+    def check(self, prefix: str) -> None:
+        positive(prefix, self, "n", "m")
+        one_of(prefix, self, "init", MEMORY_INITS)
+
+
+@dataclass
+class NTMConfig:
+    name: str = "ntm"
+    controller: str = "lstm"
+    controller_size: int = 100
+    controller_layers: int = 1
+    num_heads: int = 1  # (read, write) head pairs, used when head_order is empty
+    head_order: str = ""  # e.g. "rw", "rrw", "rwrw"; empty means num_heads reads then num_heads writes
+    shift_range: int = 1  # shifts -k..k
+    controller_clip: float = 20.0  # clip head parameters to [-c, c]; 0 disables
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+    def check(self, prefix: str = "model") -> None:
+        one_of(prefix, self, "controller", tuple(CONTROLLERS))
+        positive(prefix, self, "controller_size", "controller_layers", "num_heads")
+        require(self.shift_range >= 0, f"{prefix}.shift_range", self.shift_range, ">= 0")
+        require(self.controller_clip >= 0, f"{prefix}.controller_clip", self.controller_clip, ">= 0 (0 disables)")
+        try:
+            if self.head_order:
+                head_stages(self.head_order)
+        except ValueError:
+            require(
+                False, f"{prefix}.head_order", self.head_order, "a string of r (read) and w (write) with at least one of each"
+            )
+        self.memory.check(f"{prefix}.memory")
+        require(
+            2 * self.shift_range + 1 <= self.memory.n,
+            f"{prefix}.shift_range",
+            self.shift_range,
+            f"<= (model.memory.n - 1) / 2 = {(self.memory.n - 1) // 2}",
+        )
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ntm.NTM, besides the task's input and output sizes."""
+        return dict(
+            controller=self.controller,
+            controller_size=self.controller_size,
+            controller_layers=self.controller_layers,
+            num_heads=self.num_heads,
+            head_order=self.head_order,
+            memory_n=self.memory.n,
+            memory_m=self.memory.m,
+            memory_init=self.memory.init,
+            memory_init_value=self.memory.init_value,
+            shift_range=self.shift_range,
+            controller_clip=self.controller_clip,
+        )
+
+
+@dataclass
+class RMSpropConfig:
+    name: str = "rmsprop"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    alpha: float = 0.95
+    eps: float = 1e-8  # the seed uses PyTorch's default
+
+    def check(self, prefix: str = "optimizer") -> None:
+        positive(prefix, self, "lr", "eps")
+        require(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "in [0, 1)")
+        require(0 < self.alpha < 1, f"{prefix}.alpha", self.alpha, "in (0, 1)")
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def check(self, prefix: str = "optimizer") -> None:
+        positive(prefix, self, "lr", "eps")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            require(0 <= value < 1, f"{prefix}.{name}", value, "in [0, 1)")
+        require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
+
+
+OPTIMIZERS = {"rmsprop": RMSpropConfig, "adam": AdamConfig}
+MODELS = {"ntm": NTMConfig}
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 50_000  # optimiser steps (batches)
+    batch_size: int = 1
+    report_interval: int = 200  # steps between metrics.csv rows and log lines
+    eval_interval: int = 500  # steps between evaluations; 0 evaluates only at the end
+    checkpoint_interval: int = 1000  # steps between checkpoints; 0 disables
+    grad_clip: str = "value"  # value: elementwise as the seed; norm: global norm; none
+    grad_clip_value: float = 10.0
+    converge_threshold: float = 0.1  # evaluation bits per sequence at training lengths
+    stop_at_convergence: bool = True
+    threads: int = 1  # torch intra-op threads; 0 keeps torch's default
+    progress: bool = True  # tqdm progress bar
+
+    def check(self, prefix: str = "train") -> None:
+        positive(prefix, self, "steps", "batch_size", "report_interval", "converge_threshold")
+        for name in ("eval_interval", "checkpoint_interval", "threads"):
+            value = getattr(self, name)
+            require(value >= 0, f"{prefix}.{name}", value, ">= 0")
+        one_of(prefix, self, "grad_clip", GRAD_CLIPS)
+        require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
+
+
+@dataclass
+class Config:
+    seed: int = 1
+    task: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> None:
+        for group, registry in (("task", {n: t.Config for n, t in TASKS.items()}), ("model", MODELS), ("optimizer", OPTIMIZERS)):
+            node = getattr(self, group)
+            name = getattr(node, "name", None)
+            require(type(node) is registry.get(name), f"{group}.name", name, f"the name of its {group} group option")
+        self.task.check("task")
+        self.model.check("model")
+        self.optimizer.check("optimizer")
+        self.train.check("train")
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; each YAML in conf/ extends one of them."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, registry in (("task", {n: t.Config for n, t in TASKS.items()}), ("model", MODELS), ("optimizer", OPTIMIZERS)):
+        for name, schema in registry.items():
+            cs.store(group=group, name=f"{name}_schema", node=schema)
+
+
+def validate(cfg: DictConfig | Config) -> Config:
+    """Check every value; raise ConfigError naming the key. Returns the typed config."""
+    config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    if not isinstance(config, Config):
+        raise ConfigError("the composed config does not follow ntm.config.Config (config_schema)")
+    config.check()
+    return config
+
+
+def to_container(config: Config) -> dict:
+    """The typed config as plain dicts and lists (for checkpoints and comparisons)."""
+    return OmegaConf.to_container(OmegaConf.structured(config))

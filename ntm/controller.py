@@ -1,0 +1,49 @@
+"""Controllers: the network that reads the input and previous reads and drives the heads.
+
+A controller maps (x, state) -> (output, state) and has a learned initial state.
+"""
+
+import torch
+from torch import nn
+
+
+class LSTMController(nn.Module):
+    """A stack of LSTM cells with a learned initial hidden and cell state."""
+
+    def __init__(self, input_size: int, size: int, layers: int):
+        super().__init__()
+        self.cells = nn.ModuleList(nn.LSTMCell(input_size if i == 0 else size, size) for i in range(layers))
+        self.h0 = nn.Parameter(torch.randn(layers, size) * 0.05)
+        self.c0 = nn.Parameter(torch.randn(layers, size) * 0.05)
+        self.output_size = size
+
+    def initial_state(self, batch_size: int) -> tuple:
+        return tuple((h.expand(batch_size, -1), c.expand(batch_size, -1)) for h, c in zip(self.h0, self.c0))
+
+    def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        new_state = []
+        for cell, (h, c) in zip(self.cells, state):
+            h, c = cell(x, (h, c))
+            new_state.append((h, c))
+            x = h
+        return x, tuple(new_state)
+
+
+class FeedForwardController(nn.Module):
+    """Fully connected layers with tanh; stateless, so all memory lives in the NTM's memory."""
+
+    def __init__(self, input_size: int, size: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(input_size if i == 0 else size, size) for i in range(layers))
+        self.output_size = size
+
+    def initial_state(self, batch_size: int) -> tuple:
+        return ()
+
+    def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x, state
+
+
+CONTROLLERS = {"lstm": LSTMController, "feedforward": FeedForwardController}

@@ -1,0 +1,158 @@
+"""A batched Neural Turing Machine (Graves et al. 2014).
+
+Shapes: T time steps, B batch, I input size, O output size, N memory rows, M row width,
+H all heads, R read heads, W write heads, S = 2 * shift_range + 1 shift positions.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ntm import addressing
+from ntm.controller import CONTROLLERS
+
+MEMORY_INITS = ("constant", "learned", "random")
+
+
+class NTMState(NamedTuple):
+    controller: tuple
+    reads: torch.Tensor  # (B, R, M)
+    weights: torch.Tensor  # (B, H, N), heads in head_order
+    memory: torch.Tensor  # (B, N, M)
+
+
+def head_stages(head_order: str) -> list[tuple[int, int, int, int]]:
+    """Split a head order such as "rwrw" into stages that can act at the same time.
+
+    Reads never change memory, so every run of reads followed by writes ("r*w*") addresses
+    the same memory and is computed in one batched call. A read after a write starts a
+    new stage. Returns (first head, reads, writes, first write head among writes) per stage.
+    """
+    if not head_order or set(head_order) - {"r", "w"} or "r" not in head_order or "w" not in head_order:
+        raise ValueError(f"head_order must be a string of 'r' and 'w' with at least one of each, got {head_order!r}")
+    stages, start, writes_before = [], 0, 0
+    for i in range(1, len(head_order) + 1):
+        if i == len(head_order) or (head_order[i] == "r" and head_order[i - 1] == "w"):
+            stage = head_order[start:i]
+            reads = stage.count("r")
+            stages.append((start, reads, len(stage) - reads, writes_before))
+            writes_before += len(stage) - reads
+            start = i
+    return stages
+
+
+class NTM(nn.Module):
+    """Neural Turing Machine: a controller with read and write heads on an N x M memory.
+
+    `forward(inputs, output_steps)` feeds the input sequence, then `output_steps` blank
+    inputs, and returns the output logits of the blank steps (apply a sigmoid for bits).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        controller: str = "lstm",
+        controller_size: int = 100,
+        controller_layers: int = 1,
+        num_heads: int = 1,
+        head_order: str = "",
+        memory_n: int = 128,
+        memory_m: int = 20,
+        memory_init: str = "constant",
+        memory_init_value: float = 1e-6,
+        shift_range: int = 1,
+        controller_clip: float = 20.0,
+    ):
+        super().__init__()
+        if memory_init not in MEMORY_INITS:
+            raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {memory_init!r}")
+        if controller not in CONTROLLERS:
+            raise ValueError(f"controller must be one of {tuple(CONTROLLERS)}, got {controller!r}")
+        if 2 * shift_range + 1 > memory_n:
+            raise ValueError(f"2 * shift_range + 1 must be <= memory_n, got {shift_range=} {memory_n=}")
+        self.head_order = head_order or "r" * num_heads + "w" * num_heads
+        self.stages = head_stages(self.head_order)
+        self.num_reads = self.head_order.count("r")
+        self.num_writes = self.head_order.count("w")
+        num_all = len(self.head_order)
+        self.n, self.m, self.shifts = memory_n, memory_m, 2 * shift_range + 1
+        self.controller_clip = controller_clip
+        self.memory_init = memory_init
+
+        self.controller = CONTROLLERS[controller](input_size + self.num_reads * memory_m, controller_size, controller_layers)
+        # One layer emits every head's parameters: addressing (key, strength, gate, shift, sharpening)
+        # for all heads, then erase and add vectors for the write heads.
+        self.address_size = memory_m + self.shifts + 3
+        self.head_params = nn.Linear(self.controller.output_size, num_all * self.address_size + self.num_writes * 2 * memory_m)
+        self.output = nn.Linear(self.controller.output_size + self.num_reads * memory_m, output_size)
+
+        stdev = 1 / (memory_n + memory_m) ** 0.5
+        if memory_init == "constant":
+            self.register_buffer("memory0", torch.full((memory_n, memory_m), memory_init_value))
+        elif memory_init == "learned":
+            self.memory0 = nn.Parameter(torch.empty(memory_n, memory_m).uniform_(-stdev, stdev))
+        else:  # random: drawn once at construction and fixed, as in the seed project
+            self.register_buffer("memory0", torch.empty(memory_n, memory_m).uniform_(-stdev, stdev))
+        self.reads0 = nn.Parameter(torch.randn(self.num_reads, memory_m) * 0.01)
+        # Initial weightings start focused on row 0 (and stay learnable): with constant memory,
+        # uniform weightings could never become different from each other.
+        weights0 = torch.zeros(num_all, memory_n)
+        weights0[:, 0] = 10.0
+        self.weight_logits0 = nn.Parameter(weights0)
+
+    def initial_state(self, batch_size: int) -> NTMState:
+        return NTMState(
+            controller=self.controller.initial_state(batch_size),
+            reads=self.reads0.expand(batch_size, -1, -1),
+            weights=F.softmax(self.weight_logits0, dim=-1).expand(batch_size, -1, -1),
+            memory=self.memory0.expand(batch_size, -1, -1),
+        )
+
+    def step(self, x: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
+        """One time step. x: (B, I) -> logits (B, O), new state."""
+        batch = x.shape[0]
+        hidden, controller_state = self.controller(torch.cat([x, state.reads.reshape(batch, -1)], dim=1), state.controller)
+        params = self.head_params(hidden)
+        if self.controller_clip > 0:
+            params = params.clamp(-self.controller_clip, self.controller_clip)
+        num_all, m = len(self.head_order), self.m
+        addr = params[:, : num_all * self.address_size].view(batch, num_all, self.address_size)
+        keys = addr[..., :m]
+        strengths = F.softplus(addr[..., m])
+        gates = torch.sigmoid(addr[..., m + 1])
+        shifts = F.softmax(addr[..., m + 2 : m + 2 + self.shifts], dim=-1)
+        gammas = 1 + F.softplus(addr[..., -1])
+        erase_add = params[:, num_all * self.address_size :].view(batch, self.num_writes, 2 * m)
+        erase, add = torch.sigmoid(erase_add[..., :m]), erase_add[..., m:]
+
+        memory, reads, weights = state.memory, [], []
+        for first, n_read, n_write, first_write in self.stages:
+            h = slice(first, first + n_read + n_write)
+            w = addressing.address(
+                memory, state.weights[:, h], keys[:, h], strengths[:, h], gates[:, h], shifts[:, h], gammas[:, h]
+            )
+            weights.append(w)
+            if n_read:
+                reads.append(addressing.read(memory, w[:, :n_read]))
+            if n_write:
+                hw = slice(first_write, first_write + n_write)
+                memory = addressing.write(memory, w[:, n_read:], erase[:, hw], add[:, hw])
+        reads = reads[0] if len(reads) == 1 else torch.cat(reads, dim=1)
+        weights = weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)
+        logits = self.output(torch.cat([hidden, reads.reshape(batch, -1)], dim=1))
+        return logits, NTMState(controller_state, reads, weights, memory)
+
+    def forward(self, inputs: torch.Tensor, output_steps: int) -> torch.Tensor:
+        """inputs: (T, B, I) -> logits (output_steps, B, O) for the blank steps after the input."""
+        state = self.initial_state(inputs.shape[1])
+        for x in inputs:
+            _, state = self.step(x, state)
+        blank = inputs.new_zeros(inputs.shape[1:])
+        outputs = []
+        for _ in range(output_steps):
+            logits, state = self.step(blank, state)
+            outputs.append(logits)
+        return torch.stack(outputs)

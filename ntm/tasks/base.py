@@ -1,0 +1,68 @@
+"""What every task provides: sizes, a seeded batch generator, fixed evaluation sets, a cost."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ntm.checks import positive, require
+
+
+@dataclass
+class TaskConfig:
+    """Fields shared by every task; a task's schema subclasses it."""
+
+    name: str = "???"
+    seq_width: int = 8
+    min_len: int = 1
+    max_len: int = 20
+    eval_lengths: list[int] = field(default_factory=list)  # generalisation lengths
+    eval_batches: int = 20  # evaluation batches drawn from the training distribution
+    eval_batch_size: int = 16
+    eval_seed: int = 1000  # the evaluation sets are the same for every run seed
+
+    def check(self, prefix: str = "task") -> None:
+        positive(prefix, self, "seq_width", "min_len", "max_len", "eval_batches", "eval_batch_size")
+        require(self.min_len <= self.max_len, f"{prefix}.min_len", self.min_len, f"<= {prefix}.max_len ({self.max_len})")
+        for length in self.eval_lengths:
+            require(length > 0, f"{prefix}.eval_lengths", list(self.eval_lengths), "a list of lengths > 0")
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (T_in, B, I), targets (T_out, B, O)
+
+
+class Task:
+    """A sequence task. Subclasses set Config, input_size, output_size and implement sample()."""
+
+    Config = TaskConfig
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
+        """Named evaluation sets beyond the training distribution, e.g. {"len40": [...]}."""
+        raise NotImplementedError
+
+    def eval_sets(self) -> dict[str, list[Batch]]:
+        """Fixed evaluation sets: "train" from the training distribution, then generalisation."""
+        c = self.config
+        generator = torch.Generator().manual_seed(c.eval_seed)
+        sets = {"train": [self.sample(c.eval_batch_size, generator) for _ in range(c.eval_batches)]}
+        sets.update(self.generalisation_sets(generator))
+        return sets
+
+    @staticmethod
+    def error_bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Wrong bits per sequence with outputs thresholded at 0.5: (T, B, O) -> (B,)."""
+        return ((logits > 0).float() != targets).float().sum(dim=(0, 2))
+
+
+def random_bits(length: int, batch_size: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, (length, batch_size, width), generator=generator).float()
+
+
+def randint(low: int, high: int, generator: torch.Generator) -> int:
+    """Uniform integer in [low, high], both included."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))

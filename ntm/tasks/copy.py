@@ -1,0 +1,39 @@
+"""Copy (Graves et al. 2014, 4.1): read a sequence of random bit vectors, then write it back."""
+
+from dataclasses import dataclass
+
+import torch
+
+from ntm.tasks.base import Batch, Task, TaskConfig, randint, random_bits
+
+
+@dataclass
+class CopyConfig(TaskConfig):
+    name: str = "copy"
+
+
+class CopyTask(Task):
+    """Inputs: the bits plus a delimiter channel set on the step after them. Targets: the bits."""
+
+    Config = CopyConfig
+
+    def __init__(self, config: CopyConfig):
+        super().__init__(config)
+        self.input_size = config.seq_width + 1
+        self.output_size = config.seq_width
+
+    def batch(self, length: int, batch_size: int, generator: torch.Generator) -> Batch:
+        width = self.config.seq_width
+        bits = random_bits(length, batch_size, width, generator)
+        inputs = torch.zeros(length + 1, batch_size, width + 1)
+        inputs[:length, :, :width] = bits
+        inputs[length, :, width] = 1.0
+        return inputs, bits
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        length = randint(self.config.min_len, self.config.max_len, generator)
+        return self.batch(length, batch_size, generator)
+
+    def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
+        c = self.config
+        return {f"len{length}": [self.batch(length, c.eval_batch_size, generator)] for length in c.eval_lengths}

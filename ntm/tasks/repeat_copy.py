@@ -1,0 +1,73 @@
+"""Repeat copy (Graves et al. 2014, 4.2): copy a sequence a given number of times, then mark the end."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ntm.checks import positive, require
+from ntm.tasks.base import Batch, Task, TaskConfig, randint, random_bits
+
+
+@dataclass
+class RepeatCopyConfig(TaskConfig):
+    name: str = "repeat_copy"
+    min_repeats: int = 1
+    max_repeats: int = 10
+    eval_repeats: list[int] = field(default_factory=list)  # generalisation repeat counts at max_len
+
+    def check(self, prefix: str = "task") -> None:
+        super().check(prefix)
+        positive(prefix, self, "min_repeats", "max_repeats")
+        require(
+            self.min_repeats <= self.max_repeats,
+            f"{prefix}.min_repeats",
+            self.min_repeats,
+            f"<= {prefix}.max_repeats ({self.max_repeats})",
+        )
+        for repeats in self.eval_repeats:
+            require(repeats > 0, f"{prefix}.eval_repeats", list(self.eval_repeats), "a list of counts > 0")
+
+
+class RepeatCopyTask(Task):
+    """Inputs: bits, a delimiter step, then a step holding the repeat count normalised to
+    mean 0 and variance 1 over the training range. Targets: the bits repeated, then an
+    end marker on an extra channel."""
+
+    Config = RepeatCopyConfig
+
+    def __init__(self, config: RepeatCopyConfig):
+        super().__init__(config)
+        self.input_size = config.seq_width + 2
+        self.output_size = config.seq_width + 1
+        lo, hi = config.min_repeats, config.max_repeats
+        # Mean and standard deviation of the discrete uniform distribution on [lo, hi];
+        # a single repeat count has no spread, so it is only centred.
+        self.repeats_mean = (lo + hi) / 2
+        self.repeats_std = (((hi - lo + 1) ** 2 - 1) / 12) ** 0.5 or 1.0
+
+    def normalise(self, repeats: int) -> float:
+        return (repeats - self.repeats_mean) / self.repeats_std
+
+    def batch(self, length: int, repeats: int, batch_size: int, generator: torch.Generator) -> Batch:
+        width = self.config.seq_width
+        bits = random_bits(length, batch_size, width, generator)
+        inputs = torch.zeros(length + 2, batch_size, width + 2)
+        inputs[:length, :, :width] = bits
+        inputs[length, :, width] = 1.0
+        inputs[length + 1, :, width + 1] = self.normalise(repeats)
+        targets = torch.zeros(length * repeats + 1, batch_size, width + 1)
+        targets[:-1, :, :width] = bits.repeat(repeats, 1, 1)
+        targets[-1, :, width] = 1.0
+        return inputs, targets
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        c = self.config
+        length = randint(c.min_len, c.max_len, generator)
+        repeats = randint(c.min_repeats, c.max_repeats, generator)
+        return self.batch(length, repeats, batch_size, generator)
+
+    def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
+        c = self.config
+        sets = {f"len{n}": [self.batch(n, c.max_repeats, c.eval_batch_size, generator)] for n in c.eval_lengths}
+        sets.update({f"reps{r}": [self.batch(c.max_len, r, c.eval_batch_size, generator)] for r in c.eval_repeats})
+        return sets

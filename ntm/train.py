@@ -1,0 +1,229 @@
+"""Train one NTM on one task and write the run folder (see shared INTERFACE: summary.json,
+metrics.csv, checkpoints/last.pt). Readable top to bottom: setup, resume, loop, finish."""
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from ntm.config import Config, to_container
+from ntm.files import save_torch, write_csv, write_json
+from ntm.model import NTM
+from ntm.tasks import Task, make_task
+
+log = logging.getLogger(__name__)
+
+# Returned to the sweeper for a diverged run: finite (a NaN aborts an Optuna sweep) and worse
+# than any run that kept training.
+DIVERGED_OBJECTIVE = 1e6
+FINISHED = ("completed", "converged", "diverged")
+# Keys that may differ between a checkpoint and the run that resumes it: they do not change results.
+RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.checkpoint_interval")
+
+
+class CheckpointMismatch(RuntimeError):
+    """The run folder holds a checkpoint of a different config."""
+
+
+def build_model(config: Config, task: Task) -> NTM:
+    return NTM(task.input_size, task.output_size, **config.model.model_kwargs())
+
+
+def build_optimizer(config: Config, model: NTM) -> torch.optim.Optimizer:
+    o = config.optimizer
+    if o.name == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
+    return torch.optim.Adam(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+@torch.no_grad()
+def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float]:
+    """Mean error bits per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>."""
+    model.eval()
+    results = {}
+    for name, batches in eval_sets.items():
+        bits = torch.cat([task.error_bits(model(inputs, targets.shape[0]), targets) for inputs, targets in batches])
+        results["eval_cost" if name == "train" else f"eval_cost_{name}"] = bits.mean().item()
+    model.train()
+    return results
+
+
+def objective(summary: dict, config: Config) -> float:
+    """What sweeps minimise. A converged run scores in [0, threshold): the fraction of the
+    sequence budget it needed, times the threshold. Any other run scores threshold +
+    evaluation cost, so converging beats not converging and faster beats slower."""
+    threshold = config.train.converge_threshold
+    if summary["status"] == "diverged" or not math.isfinite(summary["eval_cost"]):
+        return DIVERGED_OBJECTIVE
+    if summary["converged_at"] is not None:
+        return threshold * summary["converged_at"] / (config.train.steps * config.train.batch_size)
+    return threshold + summary["eval_cost"]
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    diffs = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, f"{name}.")
+        elif a != b and name not in RESUMABLE_CHANGES:
+            diffs.append(f"{name}: checkpoint {a!r}, now {b!r}")
+    return diffs
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") in FINISHED else None
+
+
+def train(config: Config, run_dir: Path | str) -> dict:
+    """Train (or resume, or report a finished run) in run_dir; returns the summary dict."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    config_dict = to_container(config)
+    t = config.train
+
+    finished = load_summary(run_dir)
+    if finished is not None:
+        log.info("Run in %s already finished (%s); returning its stored objective.", run_dir, finished["status"])
+        return finished
+
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(config.seed)
+    task = make_task(config.task)
+    model = build_model(config, task)
+    optimizer = build_optimizer(config, model)
+    data_rng = torch.Generator().manual_seed(config.seed)
+    eval_sets = task.eval_sets()
+
+    step, sequences, rows = 0, 0, []
+    converged_at, converged_time_s = None, None
+    train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
+    window = {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        diffs = config_differences(ckpt["config"], config_dict)
+        if diffs:
+            raise CheckpointMismatch(
+                f"{ckpt_path} was written by a different config ({'; '.join(diffs)}); "
+                "use another run folder (hydra.run.dir=...) or delete the checkpoint"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        data_rng.set_state(ckpt["data_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, sequences, rows, window = ckpt["step"], ckpt["sequences"], ckpt["rows"], ckpt["window"]
+        converged_at, converged_time_s = ckpt["converged_at"], ckpt["converged_time_s"]
+        train_time, wall_time = ckpt["train_time"], ckpt["wall_time"]
+        write_csv(run_dir / "metrics.csv", rows)
+        log.info("Resumed from %s at step %d (%d sequences).", ckpt_path, step, sequences)
+
+    def save_checkpoint() -> None:
+        save_torch(ckpt_path, {
+            "config": config_dict, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "step": step, "sequences": sequences, "rows": rows, "window": window,
+            "converged_at": converged_at, "converged_time_s": converged_time_s,
+            "train_time": train_time, "wall_time": wall_time + time.perf_counter() - start,
+        })  # fmt: skip
+
+    status, last_eval = "completed", {}
+    start = time.perf_counter()
+    with logging_redirect_tqdm(), tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train") as bar:
+        while step < t.steps:
+            tick = time.perf_counter()
+            inputs, targets = task.sample(t.batch_size, data_rng)
+            logits = model(inputs, targets.shape[0])
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if not torch.isfinite(loss):
+                status = "diverged"
+                log.warning("Loss is %s at step %d: stopping; the last checkpoint is kept.", loss.item(), step + 1)
+                break
+            if t.grad_clip == "value":
+                torch.nn.utils.clip_grad_value_(model.parameters(), t.grad_clip_value)
+            elif t.grad_clip == "norm":
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_value)
+            optimizer.step()
+            step += 1
+            sequences += t.batch_size
+            window["loss"] += loss.item() * t.batch_size
+            window["cost"] += task.error_bits(logits.detach(), targets).sum().item()
+            window["sequences"] += t.batch_size
+            window["time"] += time.perf_counter() - tick
+            bar.update(1)
+
+            evaluate_now = step == t.steps or (t.eval_interval and step % t.eval_interval == 0)
+            if step % t.report_interval == 0 or evaluate_now:
+                row = {
+                    "step": step,
+                    "sequences": sequences,
+                    "loss": window["loss"] / window["sequences"],
+                    "cost": window["cost"] / window["sequences"],
+                    "seq_per_s": window["sequences"] / window["time"],
+                }
+                train_time += window["time"]
+                window = {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
+                if evaluate_now:
+                    last_eval = evaluate(model, task, eval_sets)
+                    row.update(last_eval)
+                    if converged_at is None and last_eval["eval_cost"] < t.converge_threshold:
+                        converged_at = sequences
+                        converged_time_s = wall_time + time.perf_counter() - start
+                rows.append(row)
+                write_csv(run_dir / "metrics.csv", rows)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
+                log.info(
+                    "step %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
+                    step, sequences, row["loss"], row["cost"], row["seq_per_s"],
+                    f"  eval_cost {last_eval['eval_cost']:.3f}" if evaluate_now else "",
+                )  # fmt: skip
+            if converged_at is not None and t.stop_at_convergence:
+                status = "converged"
+                break
+            if t.checkpoint_interval and step % t.checkpoint_interval == 0:
+                save_checkpoint()
+
+    if status != "diverged":
+        if not last_eval or rows[-1]["step"] != step:
+            last_eval = evaluate(model, task, eval_sets)
+        if t.checkpoint_interval:
+            save_checkpoint()
+    if converged_at is not None and status == "completed":
+        status = "converged"
+    last = rows[-1] if rows else {}
+    summary = {
+        "status": status,
+        "steps": step,
+        "sequences": sequences,
+        "loss": last.get("loss"),
+        "cost": last.get("cost"),
+        **({"eval_cost": float("nan")} if not last_eval else last_eval),
+        "converged_at": converged_at,
+        "converged_time_s": converged_time_s,
+        "wall_time_s": wall_time + time.perf_counter() - start,
+        "seq_per_s": sequences / (train_time + window["time"]) if sequences else None,
+    }
+    summary["objective"] = objective(summary, config)
+    if not math.isfinite(summary["eval_cost"]):
+        summary["eval_cost"] = None  # JSON has no NaN
+    write_json(run_dir / "summary.json", summary)
+    log.info("Finished: %s", json.dumps(summary))
+    return summary

@@ -1,0 +1,31 @@
+"""Train one NTM per composed config; returns the objective to Hydra sweepers.
+
+python run.py task=copy model.num_heads=2
+python run.py -m sweep=seeds_memory
+"""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ntm.checks import ConfigError
+from ntm.config import register_configs, validate
+from ntm.train import CheckpointMismatch, train
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        config = validate(cfg)
+        return train(config, HydraConfig.get().runtime.output_dir)["objective"]
+    except (ConfigError, CheckpointMismatch) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
