@@ -8,6 +8,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ntm.checks import ConfigError
@@ -19,10 +20,13 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    hydra_config = HydraConfig.get()
     try:
         config = validate(cfg)
-        return train(config, HydraConfig.get().runtime.output_dir)["objective"]
+        return train(config, hydra_config.runtime.output_dir)["objective"]
     except (ConfigError, CheckpointMismatch) as error:
+        if hydra_config.mode == RunMode.MULTIRUN:
+            raise  # the sweeper records a failed trial and goes on
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -59,14 +59,17 @@ def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float]:
 
 
 def objective(summary: dict, config: Config) -> float:
-    """What sweeps minimise. A converged run scores in [0, threshold): the fraction of the
-    sequence budget it needed, times the threshold. Any other run scores threshold +
-    evaluation cost, so converging beats not converging and faster beats slower."""
+    """What sweeps minimise; lower is better and it is always finite.
+
+    A run that converged after s sequences scores threshold * s / (s + 100000), below the
+    threshold and lower the faster it converged, whatever its batch size or step budget.
+    A run that did not converge scores threshold + its final evaluation cost. A diverged run
+    scores DIVERGED_OBJECTIVE."""
     threshold = config.train.converge_threshold
     if summary["status"] == "diverged" or not math.isfinite(summary["eval_cost"]):
         return DIVERGED_OBJECTIVE
     if summary["converged_at"] is not None:
-        return threshold * summary["converged_at"] / (config.train.steps * config.train.batch_size)
+        return threshold * summary["converged_at"] / (summary["converged_at"] + 100_000)
     return threshold + summary["eval_cost"]
 
 
@@ -81,6 +84,20 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         elif a != b and name not in RESUMABLE_CHANGES:
             diffs.append(f"{name}: checkpoint {a!r}, now {b!r}")
     return diffs
+
+
+def check_checkpoint(config: Config, run_dir: Path) -> None:
+    """Raise CheckpointMismatch if run_dir holds a checkpoint of a different config."""
+    ckpt_path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not ckpt_path.exists():
+        return
+    saved = torch.load(ckpt_path, weights_only=False, map_location="cpu")["config"]
+    diffs = config_differences(saved, to_container(config))
+    if diffs:
+        raise CheckpointMismatch(
+            f"{ckpt_path} was written by a different config ({'; '.join(diffs)}); "
+            "use another run folder (hydra.run.dir=...) or delete the checkpoint"
+        )
 
 
 def load_summary(run_dir: Path) -> dict | None:
@@ -117,13 +134,8 @@ def train(config: Config, run_dir: Path | str) -> dict:
     train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
     window = {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
     if ckpt_path.exists():
+        check_checkpoint(config, run_dir)
         ckpt = torch.load(ckpt_path, weights_only=False)
-        diffs = config_differences(ckpt["config"], config_dict)
-        if diffs:
-            raise CheckpointMismatch(
-                f"{ckpt_path} was written by a different config ({'; '.join(diffs)}); "
-                "use another run folder (hydra.run.dir=...) or delete the checkpoint"
-            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         data_rng.set_state(ckpt["data_rng"])
