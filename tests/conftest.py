@@ -4,12 +4,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from ntm.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
+# One thread: these tiny models run fastest that way, and tests share 2 cores with each other.
+torch.set_num_threads(1)
 
 # Small, fast settings for real training runs in tests.
 TINY = [

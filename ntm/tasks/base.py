@@ -55,8 +55,9 @@ class Task:
 
     @staticmethod
     def error_bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Wrong bits per sequence with outputs thresholded at 0.5: (T, B, O) -> (B,)."""
-        return ((logits > 0).float() != targets).float().sum(dim=(0, 2))
+        """Wrong bits per sequence with outputs thresholded at probability 0.5 (0.5 reads as 1,
+        as in the seed): (T, B, O) -> (B,)."""
+        return ((logits >= 0).float() != targets).float().sum(dim=(0, 2))
 
 
 def random_bits(length: int, batch_size: int, width: int, generator: torch.Generator) -> torch.Tensor:
