@@ -229,11 +229,11 @@ def reference_step(model: NTM, x: torch.Tensor, state: NTMState):
             w = addressing.address(
                 stage_memory,
                 state.weights[:, h : h + 1],
-                p[:, None, :m],
+                p[:, None, :m],  # per head: key, strength, sharpening, gate, shift logits
                 F.softplus(p[:, None, m]),
-                torch.sigmoid(p[:, None, m + 1]),
-                F.softmax(p[:, None, m + 2 : m + 2 + model.shifts], -1),
-                1 + F.softplus(p[:, None, -1]),
+                torch.sigmoid(p[:, None, m + 2]),
+                F.softmax(p[:, None, m + 3 : m + 3 + model.shifts], -1),
+                1 + F.softplus(p[:, None, m + 1]),
             )
             weights.append(w)
             if order[h] == "r":
