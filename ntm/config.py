@@ -125,6 +125,7 @@ class TrainConfig:
     converge_threshold: float = 0.1  # evaluation bits per sequence at training lengths
     stop_at_convergence: bool = True
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
+    compile: bool = False  # torch.compile each time step (faster after a one-off compile)
     progress: bool = True  # tqdm progress bar
 
     def check(self, prefix: str = "train") -> None:

@@ -125,6 +125,8 @@ def train(config: Config, run_dir: Path | str) -> dict:
     torch.manual_seed(config.seed)
     task = make_task(config.task)
     model = build_model(config, task)
+    if t.compile:
+        model.compile_step(dynamic=False)
     optimizer = build_optimizer(config, model)
     data_rng = torch.Generator().manual_seed(config.seed)
     eval_sets = task.eval_sets()

@@ -1,0 +1,142 @@
+"""Training speed of the NTM: eager vs torch.compile'd time steps, and time to solve.
+
+    python benchmarks/speed.py                         # ms per sequence table, copy + repeat copy
+    python benchmarks/speed.py --solve 4               # + time to solve copy with preset=fast, 4 seeds
+
+ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
+the median over --repeats timings of --steps steps each, after warm-up. Both paths train the same
+model from the same weights on the same batches in this process, so their ratio holds on a noisy
+machine. Time to solve runs `python run.py preset=fast seed=S` as a user would (start-up and
+compile included) and reads its summary.json.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ntm.model import NTM  # noqa: E402
+from ntm.tasks import make_task  # noqa: E402
+from ntm.tasks.copy import CopyConfig  # noqa: E402
+from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
+from ntm.train import loss_fn  # noqa: E402
+
+TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
+# The seed project's own train.py on this machine class (shared/reference/anchors.md).
+SEED_MS_PER_SEQ = {("copy", 1): 59.0, ("copy", 8): 18.0, ("copy", 32): 8.0}
+
+
+def train_steps(model: NTM, optimizer: torch.optim.Optimizer, batches: list) -> None:
+    for inputs, targets in batches:
+        loss = loss_fn(model(inputs, targets.shape[0]), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), 10.0)
+        optimizer.step()
+
+
+def time_path(task, batch_size: int, steps: int, repeats: int, compiled: bool) -> tuple[float, float]:
+    """Median ms per sequence over `repeats` timings, and the warm-up (compile) seconds."""
+    torch.manual_seed(0)
+    model = NTM(task.input_size, task.output_size)  # the seed's sizes: LSTM 100, 128 x 20, one head pair
+    if compiled:
+        model.compile_step(dynamic=False)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, momentum=0.9, alpha=0.95)
+    generator = torch.Generator().manual_seed(0)
+    batches = [task.sample(batch_size, generator) for _ in range(steps)]
+    start = time.perf_counter()
+    train_steps(model, optimizer, batches[:2])
+    warm_up = time.perf_counter() - start
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        train_steps(model, optimizer, batches)
+        timings.append((time.perf_counter() - start) * 1000 / (steps * batch_size))
+    return statistics.median(timings), warm_up
+
+
+def speed_table(args) -> list[str]:
+    lines = [
+        "| task | batch | seed ms/seq | eager ms/seq | compiled ms/seq | eager/compiled | compiled seq/s | compile s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in args.tasks:
+        task = make_task(TASKS[name]())
+        for batch_size in args.batch_sizes:
+            steps = max(2, args.sequences // batch_size)
+            eager, _ = time_path(task, batch_size, steps, args.repeats, compiled=False)
+            fast, compile_s = time_path(task, batch_size, steps, args.repeats, compiled=True)
+            seed = SEED_MS_PER_SEQ.get((name, batch_size))
+            lines.append(
+                f"| {name} | {batch_size} | {seed if seed else '-'} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x "
+                f"| {1000 / fast:.0f} | {compile_s:.0f} |"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
+def solve_table(seeds: int, extra: list[str]) -> list[str]:
+    """Time to solve copy with preset=fast, one run.py process per seed, run one after another."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(1, seeds + 1):
+            run_dir = Path(tmp) / f"seed{seed}"
+            start = time.perf_counter()
+            cmd = [sys.executable, str(ROOT / "run.py"), "preset=fast", f"seed={seed}", f"hydra.run.dir={run_dir}",
+                   "train.progress=false", *extra]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+            summary = json.loads((run_dir / "summary.json").read_text())
+            process_s = time.perf_counter() - start
+            solved = summary["converged_time_s"]
+            # converged_time_s counts from the training loop's start; add the process start-up.
+            startup = process_s - summary["wall_time_s"]
+            rows.append((seed, summary["converged_at"], None if solved is None else solved + startup, process_s))
+            print(
+                f"seed {seed}: converged_at={summary['converged_at']} solve_s={rows[-1][2]} process_s={process_s:.0f}", flush=True
+            )
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    solved = [r[2] for r in rows if r[2] is not None]
+    lines = ["| seed | sequences to converge | seconds to solve (process start to criterion) |", "|---|---|---|"]
+    lines += [f"| {s} | {c if c is not None else 'not converged'} | {t:.0f} |" if t else f"| {s} | not converged | - |"
+              for s, c, t, _ in rows]  # fmt: skip
+    if solved:
+        lines.append(
+            f"\nconverged {len(solved)}/{len(rows)}; seconds to solve: median {statistics.median(solved):.0f}, "
+            f"min {min(solved):.0f}, max {max(solved):.0f}; peak RSS of one run {peak_mib:.0f} MiB"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128])
+    parser.add_argument("--sequences", type=int, default=128, help="sequences per timing (steps = this / batch)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--solve", type=int, default=0, metavar="N", help="also time to solve copy for N seeds")
+    parser.add_argument("--no-speed", action="store_true", help="skip the ms/seq table")
+    parser.add_argument("overrides", nargs="*", help="extra run.py overrides for --solve")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+          f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
+    lines = [] if args.no_speed else speed_table(args)
+    if args.solve:
+        lines += [""] + solve_table(args.solve, args.overrides)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
