@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from ntm.checks import ConfigError
 from ntm.config import register_configs, validate
-from ntm.train import CheckpointMismatch, train
+from ntm.train import CheckpointMismatch, Interrupted, train
 
 register_configs()
 
@@ -24,11 +24,11 @@ def main(cfg: DictConfig) -> float:
     try:
         config = validate(cfg)
         return train(config, hydra_config.runtime.output_dir)["objective"]
-    except (ConfigError, CheckpointMismatch) as error:
+    except (ConfigError, CheckpointMismatch, Interrupted) as error:
         if hydra_config.mode == RunMode.MULTIRUN:
             raise  # the sweeper records a failed trial and goes on
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
+        print(f"{'Interrupted' if isinstance(error, Interrupted) else 'Error'}: {error}", file=sys.stderr)
+        sys.exit(130 if isinstance(error, Interrupted) else 2)
 
 
 if __name__ == "__main__":

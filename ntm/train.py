@@ -4,7 +4,9 @@ metrics.csv, checkpoints/last.pt). Readable top to bottom: setup, resume, loop, 
 import json
 import logging
 import math
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,6 +31,28 @@ RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.checkpoint_interval
 
 class CheckpointMismatch(RuntimeError):
     """The run folder holds a checkpoint of a different config."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
+
+
+@contextmanager
+def stop_requests():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so that the checkpoint
+    it then writes is of a whole step. Signals can only be caught in the main thread."""
+    received: list[int] = []
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    except ValueError:
+        pass  # not the main thread: signals keep their default behaviour
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def build_model(config: Config, task: Task) -> NTM:
@@ -159,7 +183,8 @@ def train(config: Config, run_dir: Path | str) -> dict:
 
     status, last_eval = "completed", {}
     start = time.perf_counter()
-    with logging_redirect_tqdm(), tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train") as bar:
+    progress = tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train")
+    with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
         while step < t.steps:
             tick = time.perf_counter()
             inputs, targets = task.sample(t.batch_size, data_rng)
@@ -214,6 +239,12 @@ def train(config: Config, run_dir: Path | str) -> dict:
                 break
             if t.checkpoint_interval and step % t.checkpoint_interval == 0:
                 save_checkpoint()
+            if signals:
+                save_checkpoint()
+                raise Interrupted(
+                    f"Stopped by {signal.Signals(signals[0]).name} at step {step}; saved {ckpt_path}. "
+                    "Run the same command again to resume."
+                )
 
     if status != "diverged":
         if not last_eval or rows[-1]["step"] != step:

@@ -1,0 +1,297 @@
+"""Find run folders below some paths and read them into pandas DataFrames.
+
+Works on folders copied from another machine: reads only the files a run writes (.hydra/*.yaml,
+summary.json, metrics.csv), never the training code or checkpoints.
+"""
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .common import Report, display_path, natural_key, warn
+from .optuna_trials import join_trials
+
+RUN_MARKERS = (".hydra", "summary.json", "metrics.csv")  # any of these makes a folder a run (maybe a broken one)
+SKIP_DIRS = {"checkpoints", "__pycache__"}  # never hold runs; checkpoints can be large
+FINISHED = ("completed", "converged", "diverged")
+SUMMARY_NUMBERS = {
+    "steps",
+    "sequences",
+    "loss",
+    "cost",
+    "converged_at",
+    "converged_time_s",
+    "wall_time_s",
+    "seq_per_s",
+    "objective",
+}
+REQUIRED_METRICS = ("step", "sequences", "loss", "cost")
+META_COLUMNS = ("run_dir", "overrides", "job_num")
+
+try:  # the C loader is several times faster on sweeps with many runs
+    _YamlLoader = yaml.CSafeLoader
+except AttributeError:
+    _YamlLoader = yaml.SafeLoader
+
+
+class RunError(Exception):
+    """A run folder that cannot be used; the message says why."""
+
+
+@dataclass
+class Run:
+    """One readable run: its table row, its learning curve, and the values Optuna trial params are matched with."""
+
+    row: dict
+    curve: pd.DataFrame | None
+    config_columns: list[str]
+    match_values: dict = field(default_factory=dict)
+
+
+@dataclass
+class Loaded:
+    """Everything read from some paths: one row per run, the long learning curves, and the problems reported."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    problems: list[str]
+
+
+def load(*paths: str | Path, report: Report = warn) -> Loaded:
+    """Read every run below paths; broken runs are reported (one line each) and left out.
+
+    Raises FileNotFoundError / NotADirectoryError for a path that is not a folder.
+    """
+    problems: list[str] = []
+
+    def note(message: str) -> None:
+        problems.append(message)
+        report(message)
+
+    runs = []
+    for run_dir in find_run_dirs(*paths):
+        try:
+            runs.append(read_run(run_dir, note))
+        except RunError as error:
+            note(f"skipping {display_path(run_dir)}: {error}")
+    table = runs_frame(runs)
+    if runs:
+        match_values = {run.row["run_dir"]: run.match_values for run in runs}
+        table = join_trials(table, match_values, [Path(p) for p in paths], note)
+    return Loaded(table, curves_frame(runs), problems)
+
+
+def load_runs(*paths: str | Path, report: Report = warn) -> pd.DataFrame:
+    """One row per run below paths: run_dir, summary.json keys, dotted config keys, overrides, job_num, trial.*."""
+    return load(*paths, report=report).runs
+
+
+def load_curves(*paths: str | Path, report: Report = warn) -> pd.DataFrame:
+    """Learning curves of the runs below paths, long format: run_dir plus the metrics.csv columns."""
+    return load(*paths, report=report).curves
+
+
+def find_run_dirs(*paths: str | Path) -> list[Path]:
+    """Every folder below paths that looks like a run, resolved and listed once even when paths overlap."""
+    found: dict[Path, None] = {}
+    for path in paths:
+        root = Path(path)
+        if not root.exists():
+            raise FileNotFoundError(f"path does not exist: {path}")
+        if not root.is_dir():
+            raise NotADirectoryError(f"not a folder: {path}")
+        for dirpath, dirnames, filenames in os.walk(root):
+            if any(marker in dirnames or marker in filenames for marker in RUN_MARKERS):
+                found.setdefault(Path(dirpath).resolve(), None)
+            # Hidden folders (.hydra, .git) and checkpoints never hold runs.
+            dirnames[:] = [name for name in dirnames if not name.startswith(".") and name not in SKIP_DIRS]
+    return sorted(found, key=natural_key)
+
+
+def read_run(run_dir: Path, note: Report = warn) -> Run:
+    """Read one run folder; raises RunError naming every problem that makes it unusable."""
+    parts, problems = {}, []
+    for name, reader in (("config", read_config), ("summary", read_summary), ("curve", read_metrics)):
+        try:
+            parts[name] = reader(run_dir)
+        except RunError as error:
+            problems.append(str(error))
+    if problems:
+        raise RunError("; ".join(problems))
+    summary, curve = parts["summary"], parts["curve"]
+    if curve is None and summary["status"] != "diverged":  # a run that diverges early may write no metrics at all
+        note(f"{display_path(run_dir)}: no metrics.csv rows; its learning curve is left out")
+    config = flatten(parts["config"])
+    overrides = read_overrides(run_dir, note)
+    job_num, choices = read_hydra(run_dir)
+    row = {
+        "run_dir": str(run_dir),
+        **summary,
+        **config,
+        "overrides": " ".join(overrides) if overrides is not None else None,
+        "job_num": job_num,
+    }
+    # Sweepers pass every trial parameter as an override; matching on overrides alone avoids
+    # "matching" a trial through a default value the run never swept.
+    match_values = parse_overrides(overrides) if overrides is not None else {**choices, **config}
+    return Run(row, curve, list(config), match_values)
+
+
+def read_yaml(run_dir: Path, name: str):
+    """Parsed .hydra/<name>; RunError when it is missing or not YAML."""
+    path = run_dir / ".hydra" / name
+    if not path.is_file():
+        raise RunError(f"missing .hydra/{name}")
+    try:
+        return yaml.load(path.read_text(), Loader=_YamlLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RunError(f"malformed .hydra/{name} ({str(error).splitlines()[0]})") from None
+
+
+def read_config(run_dir: Path) -> dict:
+    """The composed config of a run (.hydra/config.yaml) as nested dicts."""
+    config = read_yaml(run_dir, "config.yaml")
+    if not isinstance(config, dict):
+        raise RunError("malformed .hydra/config.yaml (not a mapping)")
+    return config
+
+
+def read_summary(run_dir: Path) -> dict:
+    """summary.json, checked: a JSON object with a final status and numbers (or null) where numbers belong."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise RunError("no summary.json (unfinished, still running or killed?)")
+    try:
+        text = path.read_text()
+        summary = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"malformed summary.json ({'empty file' if not path.stat().st_size else error})") from None
+    if not isinstance(summary, dict):
+        raise RunError("malformed summary.json (not a JSON object)")
+    if summary.get("status") not in FINISHED:
+        raise RunError(f"malformed summary.json (status {summary.get('status')!r}, expected one of {', '.join(FINISHED)})")
+    for key, value in summary.items():
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if (key in SUMMARY_NUMBERS or key.startswith("eval_cost")) and not (value is None or is_number):
+            raise RunError(f"malformed summary.json ({key} is {value!r}, not a number)")
+    return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in summary.items()}
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    """metrics.csv as numbers (None when absent or without rows); RunError when truncated or garbled."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text()
+        rows = list(csv.reader(io.StringIO(text)))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise RunError(f"unreadable metrics.csv ({error})") from None
+    if not text.strip():
+        return None
+    # The harness ends every line with a newline and writes atomically: a missing one means a cut copy.
+    if not text.endswith("\n"):
+        raise RunError("truncated metrics.csv (last line incomplete)")
+    header, body = rows[0], rows[1:]
+    missing = [column for column in REQUIRED_METRICS if column not in header]
+    if missing:
+        raise RunError(f"garbled metrics.csv (no {', '.join(missing)} column)")
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise RunError(f"truncated or garbled metrics.csv (line {line} has {len(row)} fields, the header {len(header)})")
+    if not body:
+        return None
+    return metrics_as_numbers(pd.DataFrame(body, columns=header))
+
+
+def metrics_as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Convert metrics columns to numbers; RunError on a non-number, or an empty cell where one is required."""
+    for column in frame.columns:
+        text = frame[column].str.strip()
+        numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+        bad = numbers.isna() & ((text != "") | (column in REQUIRED_METRICS))
+        if bad.any():
+            line = int(bad.to_numpy().nonzero()[0][0]) + 2
+            raise RunError(f"garbled metrics.csv (line {line}: {column} is {frame[column].iloc[line - 2]!r}, not a number)")
+        frame[column] = numbers
+    return frame
+
+
+def read_overrides(run_dir: Path, note: Report) -> list[str] | None:
+    """The command-line overrides of a run; None (with a note) when .hydra/overrides.yaml is missing or broken."""
+    try:
+        overrides = read_yaml(run_dir, "overrides.yaml")
+    except RunError as error:
+        note(f"{display_path(run_dir)}: {error}; its overrides are unknown")
+        return None
+    if overrides is None:
+        return []
+    if not isinstance(overrides, list):
+        note(f"{display_path(run_dir)}: malformed .hydra/overrides.yaml (not a list); its overrides are unknown")
+        return None
+    return [str(item) for item in overrides]
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """{'model.memory.n': '64', 'optimizer': 'adam'} from ['model.memory.n=64', '+optimizer=adam']."""
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep:
+            parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+def read_hydra(run_dir: Path) -> tuple[int | None, dict[str, str]]:
+    """(hydra.job.num or None, config group choices such as {'optimizer': 'adam'}); tolerant: both are extras."""
+    try:
+        hydra = (read_yaml(run_dir, "hydra.yaml") or {}).get("hydra", {})
+        job_num = hydra.get("job", {}).get("num")
+        choices = hydra.get("runtime", {}).get("choices", {}) or {}
+    except (RunError, AttributeError):
+        return None, {}
+    job_num = job_num if isinstance(job_num, int) and not isinstance(job_num, bool) else None
+    return job_num, {str(k): v for k, v in choices.items() if not str(k).startswith("hydra/") and v is not None}
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{'model.memory.n': 128, 'task.eval_lengths': '[40, 80, 120]', ...}: nested keys dotted, lists as JSON text."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | dict):  # lists are unhashable: text keeps them groupable and printable
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """One row per run; df.attrs['config_columns'] lists the columns that came from the config."""
+    table = pd.DataFrame([run.row for run in runs])
+    if table.empty:
+        table = pd.DataFrame(columns=list(META_COLUMNS) + ["status"])
+    for column in table.columns:
+        if column in SUMMARY_NUMBERS or column.startswith("eval_cost"):
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    if "job_num" in table:
+        table["job_num"] = table["job_num"].astype("Int64")
+    table.attrs["config_columns"] = list(dict.fromkeys(column for run in runs for column in run.config_columns))
+    return table
+
+
+def curves_frame(runs: list[Run]) -> pd.DataFrame:
+    """Learning curves of all runs, long format (run_dir first)."""
+    curves = [run.curve.assign(run_dir=run.row["run_dir"]) for run in runs if run.curve is not None]
+    if not curves:
+        return pd.DataFrame(columns=["run_dir", *REQUIRED_METRICS])
+    frame = pd.concat(curves, ignore_index=True)
+    return frame[["run_dir", *[column for column in frame.columns if column != "run_dir"]]]

@@ -1,0 +1,124 @@
+"""Nothing lost: kill a run at any moment, run the same command again, get the same results."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, run_py
+
+OVERRIDES = [
+    *TINY, "train.steps=600", "train.batch_size=2", "train.report_interval=20", "train.eval_interval=100",
+    "train.checkpoint_interval=50", "train.stop_at_convergence=false",
+]  # fmt: skip
+TIMING = {"wall_time_s", "seq_per_s", "converged_time_s"}
+
+
+def results(run_dir: Path) -> tuple[list[dict], dict]:
+    """metrics.csv and summary.json without their timing values, which differ between runs."""
+    rows = [{k: v for k, v in row.items() if k != "seq_per_s"} for row in csv.DictReader((run_dir / "metrics.csv").open())]
+    summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in TIMING}
+    return rows, summary
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = run_py(*OVERRIDES, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def start_run(run_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *OVERRIDES, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen) -> None:
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_is_exact(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    process = start_run(run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "summary.json").exists(), "killed too late to test resuming"
+    result = run_py(*OVERRIDES, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "Resumed from" in result.stderr + result.stdout
+    assert results(run_dir) == results(reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, reference, sig):
+    run_dir = tmp_path / "run"
+    process = start_run(run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Run the same command again to resume" in stderr
+    result = run_py(*OVERRIDES, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert results(run_dir) == results(reference)
+
+
+KILL_DURING_CHECKPOINT = """
+import os, signal, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from conftest import compose_config
+from ntm.config import validate
+from ntm.train import train
+
+real_replace, renames = os.replace, []
+
+def dying_replace(src, dst):
+    if str(dst).endswith("last.pt"):
+        renames.append(dst)
+        if len(renames) == 3:  # the third checkpoint is fully written to its temporary file, not renamed
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+
+os.replace = dying_replace
+train(validate(compose_config({overrides!r})), {run_dir!r})
+"""
+
+
+def test_kill_between_checkpoint_write_and_rename_leaves_a_resumable_run(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    script = KILL_DURING_CHECKPOINT.format(root=str(ROOT), tests=str(ROOT / "tests"), overrides=OVERRIDES, run_dir=str(run_dir))
+    killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (run_dir / "checkpoints" / ".last.pt.tmp").exists() and not (run_dir / "summary.json").exists()
+    result = run_py(*OVERRIDES, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert results(run_dir) == results(reference)
+
+
+def test_finished_run_is_not_trained_again(reference):
+    before = (reference / "summary.json").read_text()
+    result = run_py(*OVERRIDES, f"hydra.run.dir={reference}")
+    assert result.returncode == 0, result.stderr
+    assert "already finished" in result.stderr + result.stdout
+    assert (reference / "summary.json").read_text() == before
+
+
+def test_checkpoint_of_another_config_is_refused(reference):
+    config_before = (reference / ".hydra" / "config.yaml").read_text()
+    checkpoint_before = (reference / "checkpoints" / "last.pt").read_bytes()
+    result = run_py(*OVERRIDES, "model.memory.n=32", f"hydra.run.dir={reference}")
+    assert result.returncode == 2
+    assert "model.memory.n" in result.stderr and "different config" in result.stderr
+    assert (reference / ".hydra" / "config.yaml").read_text() == config_before
+    assert (reference / "checkpoints" / "last.pt").read_bytes() == checkpoint_before
