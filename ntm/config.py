@@ -4,6 +4,7 @@ The dataclasses are the schema: Hydra rejects unknown keys and wrong types while
 `validate()` then checks values (ranges, names) and returns the typed config.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,19 @@ class Config:
         self.model.check("model")
         self.optimizer.check("optimizer")
         self.train.check("train")
+
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides (Hydra's override_dirname): readable, the
+    same for the same parameters (so a continued sweep finds finished jobs), and short enough
+    for any file system."""
+    if len(overrides) <= 120:
+        return overrides
+    return f"{overrides[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:12]}"
+
+
+# Registered on import: sweep jobs resolve their folder in launcher worker processes too.
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
 
 def register_configs() -> None:

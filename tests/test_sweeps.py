@@ -1,0 +1,73 @@
+"""Real short sweeps through `python run.py -m`, with the joblib launcher, then analysis."""
+
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY, run_py
+
+import analysis
+
+# Sweep parameters must not also be fixed on the command line (a fixed value wins), so no memory.n here.
+FAST = [
+    *(o for o in TINY if not o.startswith("model.memory.n")),
+    "train.steps=20",
+    "train.batch_size=2",
+    "train.report_interval=10",
+    "train.eval_interval=10",
+]
+
+
+def sweep(*args, sweep_dir):
+    result = run_py("-m", *args, *FAST, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def trials(sweep_dir, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+
+
+def test_seeds_memory_grid_sweep_and_its_results_table(tmp_path):
+    sweep_dir = tmp_path / "grid"
+    sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", sweep_dir=sweep_dir)
+    runs = analysis.load_runs(sweep_dir)
+    assert len(runs) == 4
+    assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
+    assert set(runs["trial.state"]) == {"COMPLETE"}
+    assert list(runs["trial.value"]) == pytest.approx(list(runs["objective"]))
+    table = analysis.results_table(runs)
+    assert len(table) == 2 and list(table["runs"]) == [2, 2]
+    cli = subprocess.run([sys.executable, "-m", "analysis", str(sweep_dir), "--csv", str(tmp_path / "t.csv")],
+                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 2
+
+
+def test_hpo_sweep_is_stored_and_continued_by_the_same_command(tmp_path):
+    sweep_dir = tmp_path / "hpo"
+    args = ("sweep=hpo", "hydra.sweeper.n_trials=3", "model.controller_size=choice(16,32)", "train.batch_size=choice(1,2)")
+    sweep(*args, sweep_dir=sweep_dir)
+    first = trials(sweep_dir, "hpo")
+    assert [t.state.name for t in first] == ["COMPLETE"] * 3
+    sweep(*args, sweep_dir=sweep_dir)
+    second = trials(sweep_dir, "hpo")
+    assert len(second) == 6 and [t.params for t in second[:3]] == [t.params for t in first]
+    runs = analysis.load_runs(sweep_dir)
+    assert runs["run_dir"].is_unique and len(runs) == len({tuple(sorted(t.params.items())) for t in second})
+
+
+def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):
+    sweep_dir = tmp_path / "bad"
+    sweep(
+        "sweep=seeds_memory", "seed=choice(1)", "model.memory.n=choice(16,0)", "optimizer.lr=choice(1e-3,1e30)",
+        "train.grad_clip=none", "model.controller_clip=0", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    states = sorted(t.state.name for t in trials(sweep_dir, "seeds_memory"))
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # memory.n=0 is refused per job
+    runs = analysis.load_runs(sweep_dir)
+    assert sorted(runs["status"]) == ["completed", "diverged"]
+    table = analysis.results_table(runs)
+    assert table["diverged"].sum() == 1
