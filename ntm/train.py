@@ -3,7 +3,6 @@ metrics.csv, checkpoints/last.pt). Readable top to bottom: setup, resume, loop, 
 
 import json
 import logging
-import math
 import signal
 import time
 from contextlib import contextmanager
@@ -90,7 +89,7 @@ def objective(summary: dict, config: Config) -> float:
     A run that did not converge scores threshold + its final evaluation cost. A diverged run
     scores DIVERGED_OBJECTIVE."""
     threshold = config.train.converge_threshold
-    if summary["status"] == "diverged" or not math.isfinite(summary["eval_cost"]):
+    if summary["status"] == "diverged" or summary["eval_cost"] is None:
         return DIVERGED_OBJECTIVE
     if summary["converged_at"] is not None:
         return threshold * summary["converged_at"] / (summary["converged_at"] + 100_000)
@@ -192,14 +191,17 @@ def train(config: Config, run_dir: Path | str) -> dict:
             loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if not torch.isfinite(loss):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                 status = "diverged"
-                log.warning("Loss is %s at step %d: stopping; the last checkpoint is kept.", loss.item(), step + 1)
+                log.warning("Loss %s, gradient norm %s at step %d: stopping; the last checkpoint is kept.",
+                            loss.item(), grad_norm.item(), step + 1)  # fmt: skip
                 break
             if t.grad_clip == "value":
                 torch.nn.utils.clip_grad_value_(model.parameters(), t.grad_clip_value)
             elif t.grad_clip == "norm":
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_value)
+                torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip_value, grad_norm)
             optimizer.step()
             step += 1
             sequences += t.batch_size
@@ -260,15 +262,14 @@ def train(config: Config, run_dir: Path | str) -> dict:
         "sequences": sequences,
         "loss": last.get("loss"),
         "cost": last.get("cost"),
-        **({"eval_cost": float("nan")} if not last_eval else last_eval),
+        "eval_cost": None,  # replaced by the last evaluation, if there was one
+        **last_eval,
         "converged_at": converged_at,
         "converged_time_s": converged_time_s,
         "wall_time_s": wall_time + time.perf_counter() - start,
         "seq_per_s": sequences / (train_time + window["time"]) if sequences else None,
     }
     summary["objective"] = objective(summary, config)
-    if not math.isfinite(summary["eval_cost"]):
-        summary["eval_cost"] = None  # JSON has no NaN
     write_json(run_dir / "summary.json", summary)
     log.info("Finished: %s", json.dumps(summary))
     return summary

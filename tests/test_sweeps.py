@@ -71,3 +71,47 @@ def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):
     assert sorted(runs["status"]) == ["completed", "diverged"]
     table = analysis.results_table(runs)
     assert table["diverged"].sum() == 1
+
+
+def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
+    import os
+    import signal
+    import time
+
+    sweep_dir = tmp_path / "killed"
+    args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", *FAST, "train.steps=400",
+            f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while len(list(sweep_dir.glob("*/summary.json"))) < 2:
+        assert process.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)  # the sweeper and its joblib workers
+    process.wait()
+    assert len(list(sweep_dir.glob("*/summary.json"))) < 4, "killed too late to test continuing"
+    sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", "train.steps=400", sweep_dir=sweep_dir)
+    runs = analysis.load_runs(sweep_dir)
+    assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
+    assert set(runs["status"]) <= {"completed", "converged"}
+
+
+def test_two_sweeps_share_one_study(tmp_path):
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    args = ["-m", "sweep=hpo", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
+            "train.batch_size=choice(1,2)", "model.controller_size=choice(16,32)", *FAST]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name in ("a", "b")
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
