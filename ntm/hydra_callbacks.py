@@ -1,4 +1,4 @@
-"""Hydra callbacks: check a run before Hydra writes anything into its folder."""
+"""Hydra callbacks: check a run before Hydra writes anything into its folder; keep sweeps going."""
 
 import sys
 from pathlib import Path
@@ -27,6 +27,31 @@ def _fail(error: Exception) -> None:
     sys.exit(2)
 
 
+def tolerate_grid_stop() -> None:
+    """Keep a grid sweep going when a trial fails.
+
+    hydra-optuna-sweeper 1.3.0 reports trials to Optuna outside Study.optimize. When a reported
+    trial completes the grid, optuna 2.10's GridSampler.after_trial calls Study.stop(), which
+    raises there. The sweeper ignores that error for successful trials but not for failed ones,
+    so one crashed job in the last batch aborts the whole sweep. Ignore it for failed ones too.
+    """
+    import optuna
+
+    original = optuna.samplers.GridSampler.after_trial
+    if getattr(original, "tolerates_stop", False):
+        return
+
+    def after_trial(self, study, trial, state, values):
+        try:
+            original(self, study, trial, state, values)
+        except RuntimeError as error:
+            if "Study.stop" not in str(error):
+                raise
+
+    after_trial.tolerates_stop = True
+    optuna.samplers.GridSampler.after_trial = after_trial
+
+
 class ValidateConfig(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         checked = _validate(config)
@@ -40,3 +65,4 @@ class ValidateConfig(Callback):
         _validate(config)
         # An SQLite study file lives in the sweep folder, which must exist before the sweeper opens it.
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        tolerate_grid_stop()

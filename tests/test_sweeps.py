@@ -115,3 +115,22 @@ def test_two_sweeps_share_one_study(tmp_path):
         assert process.returncode == 0, stderr[-3000:]
     study = optuna.load_study(study_name="shared", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_a_failed_trial_that_completes_the_grid_does_not_raise(monkeypatch):
+    from ntm.hydra_callbacks import tolerate_grid_stop
+
+    # Restored after the test: tolerate_grid_stop() patches optuna for the whole process.
+    monkeypatch.setattr(optuna.samplers.GridSampler, "after_trial", optuna.samplers.GridSampler.after_trial)
+
+    def fail_last_grid_point():
+        study = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1]}))
+        trial = study.ask()
+        trial.suggest_categorical("x", [1])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as the sweeper does, outside optimize()
+        return study
+
+    with pytest.raises(RuntimeError, match="Study.stop"):
+        fail_last_grid_point()  # the upstream behaviour this works around
+    tolerate_grid_stop()
+    assert fail_last_grid_point().trials[0].state.name == "FAIL"
