@@ -106,7 +106,13 @@ class NTM(nn.Module):
 
     def compile_step(self, **options) -> None:
         """Make forward() run each time step through torch.compile: the same numbers to float
-        tolerance, several times faster on CPU, after a one-off compile (cached on disk)."""
+        tolerance, several times faster on CPU, after a one-off compile (cached on disk).
+
+        This resets torch's in-memory compile caches: sweep launchers and benchmarks build many
+        models in one process, and each would otherwise add recompilations of NTM.step until
+        torch's recompile limit fails the run. Another compiled NTM recompiles on its next call.
+        """
+        torch.compiler.reset()
         self._step = torch.compile(self.step, fullgraph=True, **options)
 
     def initial_state(self, batch_size: int) -> NTMState:

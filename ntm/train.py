@@ -149,10 +149,6 @@ def train(config: Config, run_dir: Path | str) -> dict:
     task = make_task(config.task)
     model = build_model(config, task)
     if t.compile:
-        # Sweep launchers run many jobs in one worker process; without a reset each new model
-        # adds recompilations of NTM.step until torch's recompile limit fails the job.
-        # Compiled kernels stay in the on-disk cache, so this costs little.
-        torch.compiler.reset()
         model.compile_step(dynamic=False)
     optimizer = build_optimizer(config, model)
     data_rng = torch.Generator().manual_seed(config.seed)

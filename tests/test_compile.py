@@ -28,3 +28,14 @@ def test_compiled_step_matches_eager():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=RTOL, atol=ATOL)
     for name, grad in eager_grads.items():
         torch.testing.assert_close(compiled_grads[name], grad, rtol=RTOL, atol=ATOL, msg=name)
+
+
+def test_many_compiled_models_in_one_process_do_not_hit_the_recompile_limit():
+    """Sweep workers build one model per job; torch allows 8 recompilations of one function."""
+    task = CopyTask(CopyConfig(max_len=3))
+    inputs, targets = task.sample(2, torch.Generator().manual_seed(0))
+    for seed in range(10):
+        torch.manual_seed(seed)
+        model = NTM(task.input_size, task.output_size, controller_size=8, memory_n=8, memory_m=4)
+        model.compile_step(dynamic=False)
+        loss_and_grads(model, inputs, targets)
