@@ -74,7 +74,7 @@ def speed_table(args) -> list[str]:
     for name in args.tasks:
         task = make_task(TASKS[name]())
         for batch_size in args.batch_sizes:
-            steps = max(8, args.sequences // batch_size)
+            steps = max(32, args.sequences // batch_size)
             eager, _ = time_path(task, batch_size, steps, args.repeats, compiled=False)
             fast, compile_s = time_path(task, batch_size, steps, args.repeats, compiled=True)
             seed = SEED_MS_PER_SEQ.get((name, batch_size))
@@ -122,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128])
-    parser.add_argument("--sequences", type=int, default=256, help="sequences per timing (steps = this / batch, >= 8)")
+    parser.add_argument("--sequences", type=int, default=256, help="sequences per timing (steps = this / batch, >= 32)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--solve", type=int, default=0, metavar="N", help="also time to solve copy for N seeds")
@@ -133,6 +133,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
           f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
     lines = [] if args.no_speed else speed_table(args)
+    if lines:
+        lines.append(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if args.solve:
         lines += [""] + solve_table(args.solve, args.overrides)
     print("\n".join(lines))
