@@ -3,7 +3,8 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import compose_config, run_py
+from conftest import ROOT, compose_config, run_py
+from hydra import compose, initialize_config_dir
 
 from ntm.checks import ConfigError
 from ntm.config import AdamConfig, Config, NTMConfig, RMSpropConfig, validate
@@ -105,3 +106,11 @@ def test_bad_overrides_exit_nonzero_with_a_clear_message_and_no_files(tmp_path):
         assert key in result.stderr, (key, result.stderr)
         assert "Traceback" not in result.stderr, result.stderr
         assert not run_dir.exists(), key
+
+
+def test_slurm_launcher_preset_composes():
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("config", overrides=["sweep=seeds_memory", "hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert (cfg.hydra.launcher.cpus_per_task, cfg.hydra.launcher.tasks_per_node) == (1, 1)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
