@@ -73,6 +73,7 @@ def plot_learning_curves(figure, runs: pd.DataFrame, curves: pd.DataFrame, group
             ax.plot(band.index, band["median"], color=color, label=f"{label} ({group['run_dir'].nunique()} runs)")
             ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
         ax.set_yscale("log")
+        ax.set_xscale("log")  # runs that stop early and runs that go on for long share one axis
         ax.set_xlabel("sequences seen")
         ax.set_ylabel(f"cost (bits per sequence; log, 0 drawn at {FLOOR:g})")
         ax.set_title(title.capitalize())
