@@ -1,10 +1,11 @@
 """Hydra callbacks: check a run before Hydra writes anything into its folder; keep sweeps going."""
 
+import fcntl
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ntm.checks import ConfigError
 from ntm.config import Config, validate
@@ -25,6 +26,23 @@ def _fail(error: Exception) -> None:
     # One clear line instead of a traceback; no run file has been written yet.
     print(f"Error: {error}", file=sys.stderr)
     sys.exit(2)
+
+
+def prepare_sqlite_storage(storage) -> None:
+    """Create an SQLite study file's folder and tables once, under a file lock.
+
+    Two sweeps started together on a new file would otherwise both create its tables, and one
+    of them fail. Other storages (PostgreSQL, MySQL) are left to Optuna.
+    """
+    if not isinstance(storage, str) or not storage.startswith("sqlite:///"):
+        return
+    import optuna
+
+    path = Path(storage.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        optuna.storages.RDBStorage(storage)
 
 
 def tolerate_grid_stop() -> None:
@@ -63,6 +81,5 @@ class ValidateConfig(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # The sweep's own parameters are checked per job in run.py; this catches the base config.
         _validate(config)
-        # An SQLite study file lives in the sweep folder, which must exist before the sweeper opens it.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_storage(OmegaConf.select(config, "hydra.sweeper.storage"))
         tolerate_grid_stop()

@@ -90,7 +90,8 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # the sweeper and its joblib workers
     process.wait()
     assert len(list(sweep_dir.glob("*/summary.json"))) < 4, "killed too late to test continuing"
-    sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", "train.steps=400", sweep_dir=sweep_dir)
+    continued = run_py(*args, cwd=tmp_path)  # the same command again
+    assert continued.returncode == 0, continued.stderr[-3000:]
     runs = analysis.load_runs(sweep_dir)
     assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
     assert set(runs["status"]) <= {"completed", "converged"}
