@@ -13,15 +13,6 @@ from ntm import addressing
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def t(values, dtype=F64) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype)
 

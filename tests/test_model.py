@@ -10,15 +10,6 @@ from ntm.model import NTM, NTMState, head_stages
 IN, OUT, CTRL, N, M = 5, 3, 16, 8, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(seed: int = 0, **kwargs) -> NTM:
     torch.manual_seed(seed)
     kwargs.setdefault("controller_size", CTRL)

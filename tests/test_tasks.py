@@ -11,15 +11,6 @@ from ntm.tasks.copy import CopyConfig, CopyTask
 from ntm.tasks.repeat_copy import RepeatCopyConfig, RepeatCopyTask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
