@@ -82,7 +82,7 @@ def speed_table(args) -> list[str]:
                 f"| {name} | {batch_size} | {seed if seed else '-'} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x "
                 f"| {1000 / fast:.0f} | {compile_s:.0f} |"
             )
-            print(lines[-1], flush=True)
+            print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
     return lines
 
 
@@ -103,7 +103,9 @@ def solve_table(seeds: int, extra: list[str]) -> list[str]:
             startup = process_s - summary["wall_time_s"]
             rows.append((seed, summary["converged_at"], None if solved is None else solved + startup, process_s))
             print(
-                f"seed {seed}: converged_at={summary['converged_at']} solve_s={rows[-1][2]} process_s={process_s:.0f}", flush=True
+                f"seed {seed}: converged_at={summary['converged_at']} solve_s={rows[-1][2]} process_s={process_s:.0f}",
+                file=sys.stderr,
+                flush=True,
             )
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     solved = [r[2] for r in rows if r[2] is not None]

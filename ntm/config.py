@@ -12,7 +12,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntm.checks import ConfigError, one_of, positive, require
 from ntm.controller import CONTROLLERS
-from ntm.model import MEMORY_INITS, head_stages
+from ntm.model import MEMORY_INITS, NTM, head_stages
 from ntm.tasks import TASKS
 
 GRAD_CLIPS = ("value", "norm", "none")
@@ -62,9 +62,11 @@ class NTMConfig:
             f"<= (model.memory.n - 1) / 2 = {(self.memory.n - 1) // 2}",
         )
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ntm.NTM, besides the task's input and output sizes."""
-        return dict(
+    def build(self, input_size: int, output_size: int) -> NTM:
+        """The model this config describes, sized for a task."""
+        return NTM(
+            input_size,
+            output_size,
             controller=self.controller,
             controller_size=self.controller_size,
             controller_layers=self.controller_layers,
@@ -111,6 +113,9 @@ class AdamConfig:
 
 
 OPTIMIZERS = {"rmsprop": RMSpropConfig, "adam": AdamConfig}
+# A model is a config dataclass with check() and build(input_size, output_size), registered here,
+# plus conf/model/NAME.yaml. The module it builds provides forward(inputs, output_steps) and
+# compile_step(**options).
 MODELS = {"ntm": NTMConfig}
 
 

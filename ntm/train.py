@@ -54,10 +54,6 @@ def stop_requests():
             signal.signal(sig, handler)
 
 
-def build_model(config: Config, task: Task) -> NTM:
-    return NTM(task.input_size, task.output_size, **config.model.model_kwargs())
-
-
 def build_optimizer(config: Config, model: NTM) -> torch.optim.Optimizer:
     o = config.optimizer
     if o.name == "rmsprop":
@@ -147,7 +143,7 @@ def train(config: Config, run_dir: Path | str) -> dict:
         torch.set_num_threads(t.threads)
     torch.manual_seed(config.seed)
     task = make_task(config.task)
-    model = build_model(config, task)
+    model = config.model.build(task.input_size, task.output_size)
     if t.compile:
         model.compile_step(dynamic=False)
     optimizer = build_optimizer(config, model)
