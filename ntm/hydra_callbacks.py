@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ntm.checks import ConfigError
 from ntm.config import Config, validate
-from ntm.train import CheckpointMismatch, check_checkpoint
+from ntm.train import CheckpointMismatch, load_checkpoint
 
 
 def _validate(config: DictConfig) -> Config:
@@ -74,7 +74,7 @@ class ValidateConfig(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         checked = _validate(config)
         try:
-            check_checkpoint(checked, Path(config.hydra.run.dir))
+            load_checkpoint(checked, Path(config.hydra.run.dir))
         except CheckpointMismatch as error:
             _fail(error)
 

@@ -105,18 +105,19 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return diffs
 
 
-def check_checkpoint(config: Config, run_dir: Path) -> None:
-    """Raise CheckpointMismatch if run_dir holds a checkpoint of a different config."""
+def load_checkpoint(config: Config, run_dir: Path) -> dict | None:
+    """The checkpoint in run_dir, or None; raise CheckpointMismatch if a different config wrote it."""
     ckpt_path = Path(run_dir) / "checkpoints" / "last.pt"
     if not ckpt_path.exists():
-        return
-    saved = torch.load(ckpt_path, weights_only=False, map_location="cpu")["config"]
-    diffs = config_differences(saved, to_container(config))
+        return None
+    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+    diffs = config_differences(ckpt["config"], to_container(config))
     if diffs:
         raise CheckpointMismatch(
             f"{ckpt_path} was written by a different config ({'; '.join(diffs)}); "
             "use another run folder (hydra.run.dir=...) or delete the checkpoint"
         )
+    return ckpt
 
 
 def load_summary(run_dir: Path) -> dict | None:
@@ -154,9 +155,8 @@ def train(config: Config, run_dir: Path | str) -> dict:
     converged_at, converged_time_s = None, None
     train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
     window = {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
-    if ckpt_path.exists():
-        check_checkpoint(config, run_dir)
-        ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = load_checkpoint(config, run_dir)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         data_rng.set_state(ckpt["data_rng"])
