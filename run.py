@@ -27,8 +27,9 @@ def main(cfg: DictConfig) -> float:
     except (ConfigError, CheckpointMismatch, Interrupted) as error:
         if hydra_config.mode == RunMode.MULTIRUN:
             raise  # the sweeper records a failed trial and goes on
-        print(f"{'Interrupted' if isinstance(error, Interrupted) else 'Error'}: {error}", file=sys.stderr)
-        sys.exit(130 if isinstance(error, Interrupted) else 2)
+        interrupted = isinstance(error, Interrupted)
+        print(f"{'Interrupted' if interrupted else 'Error'}: {error}", file=sys.stderr)
+        sys.exit(130 if interrupted else 2)
 
 
 if __name__ == "__main__":

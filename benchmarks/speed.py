@@ -101,7 +101,7 @@ def solve_table(seeds: int, extra: list[str]) -> list[str]:
             solved = summary["converged_time_s"]
             # converged_time_s counts from the training loop's start; add the process start-up.
             startup = process_s - summary["wall_time_s"]
-            rows.append((seed, summary["converged_at"], None if solved is None else solved + startup, process_s))
+            rows.append((seed, summary["converged_at"], None if solved is None else solved + startup))
             print(
                 f"seed {seed}: converged_at={summary['converged_at']} solve_s={rows[-1][2]} process_s={process_s:.0f}",
                 file=sys.stderr,
@@ -110,8 +110,7 @@ def solve_table(seeds: int, extra: list[str]) -> list[str]:
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     solved = [r[2] for r in rows if r[2] is not None]
     lines = ["| seed | sequences to converge | seconds to solve (process start to criterion) |", "|---|---|---|"]
-    lines += [f"| {s} | {c if c is not None else 'not converged'} | {t:.0f} |" if t else f"| {s} | not converged | - |"
-              for s, c, t, _ in rows]  # fmt: skip
+    lines += [f"| {s} | {c} | {t:.0f} |" if t is not None else f"| {s} | not converged | - |" for s, c, t in rows]
     if solved:
         lines.append(
             f"\nconverged {len(solved)}/{len(rows)}; seconds to solve: median {statistics.median(solved):.0f}, "

@@ -117,6 +117,8 @@ OPTIMIZERS = {"rmsprop": RMSpropConfig, "adam": AdamConfig}
 # plus conf/model/NAME.yaml. The module it builds provides forward(inputs, output_steps) and
 # compile_step(**options).
 MODELS = {"ntm": NTMConfig}
+# The schema of every option of each config group, by option name.
+GROUP_SCHEMAS = {"task": {name: task.Config for name, task in TASKS.items()}, "model": MODELS, "optimizer": OPTIMIZERS}
 
 
 @dataclass
@@ -152,7 +154,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self) -> None:
-        for group, registry in (("task", {n: t.Config for n, t in TASKS.items()}), ("model", MODELS), ("optimizer", OPTIMIZERS)):
+        for group, registry in GROUP_SCHEMAS.items():
             node = getattr(self, group)
             name = getattr(node, "name", None)
             require(type(node) is registry.get(name), f"{group}.name", name, f"the name of its {group} group option")
@@ -181,7 +183,7 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, registry in (("task", {n: t.Config for n, t in TASKS.items()}), ("model", MODELS), ("optimizer", OPTIMIZERS)):
+    for group, registry in GROUP_SCHEMAS.items():
         for name, schema in registry.items():
             cs.store(group=group, name=f"{name}_schema", node=schema)
 

@@ -54,6 +54,11 @@ def stop_requests():
             signal.signal(sig, handler)
 
 
+def empty_window() -> dict:
+    """Training totals over one report interval."""
+    return {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
+
+
 def build_optimizer(config: Config, model: NTM) -> torch.optim.Optimizer:
     o = config.optimizer
     if o.name == "rmsprop":
@@ -154,7 +159,7 @@ def train(config: Config, run_dir: Path | str) -> dict:
     step, sequences, rows = 0, 0, []
     converged_at, converged_time_s = None, None
     train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
-    window = {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
+    window = empty_window()
     ckpt = load_checkpoint(config, run_dir)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -217,7 +222,7 @@ def train(config: Config, run_dir: Path | str) -> dict:
                     "seq_per_s": window["sequences"] / window["time"],
                 }
                 train_time += window["time"]
-                window = {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
+                window = empty_window()
                 if evaluate_now:
                     last_eval = evaluate(model, task, eval_sets)
                     row.update(last_eval)
