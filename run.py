@@ -4,16 +4,14 @@ python run.py task=copy model.num_heads=2
 python run.py -m sweep=seeds_memory
 """
 
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ntm.checks import ConfigError
 from ntm.config import register_configs, validate
-from ntm.train import CheckpointMismatch, Interrupted, train
+from ntm.errors import hydra_errors_reported, reported
+from ntm.train import train
 
 register_configs()
 
@@ -21,16 +19,18 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
-    try:
-        config = validate(cfg)
-        return train(config, hydra_config.runtime.output_dir)["objective"]
-    except (ConfigError, CheckpointMismatch, Interrupted) as error:
-        if hydra_config.mode == RunMode.MULTIRUN:
-            raise  # the sweeper records a failed trial and goes on
-        interrupted = isinstance(error, Interrupted)
-        print(f"{'Interrupted' if interrupted else 'Error'}: {error}", file=sys.stderr)
-        sys.exit(130 if interrupted else 2)
+    in_sweep = hydra_config.mode == RunMode.MULTIRUN
+    # Hydra's own record, written into .hydra/ once the run folder's checks pass (hydra.output_subdir is null).
+    hydra_files = {
+        "overrides.yaml": OmegaConf.to_yaml(hydra_config.overrides.task),
+        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_config}),
+    }
+    # A sweep job's error becomes a failed trial and the sweep goes on; a sweep job waits for
+    # another process training in its folder, then returns that run's result.
+    with reported(reraise=in_sweep):
+        return train(validate(cfg), hydra_config.runtime.output_dir, hydra_files, wait=in_sweep)["objective"]
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_errors_reported():
+        main()

@@ -14,24 +14,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ntm import run_format as fmt
+
 from .common import Report, display_path, natural_key, warn
 from .optuna_trials import join_trials
 
-RUN_MARKERS = (".hydra", "summary.json", "metrics.csv")  # any of these makes a folder a run (maybe a broken one)
-SKIP_DIRS = {"checkpoints", "__pycache__"}  # never hold runs; checkpoints can be large
-FINISHED = ("completed", "converged", "diverged")
-SUMMARY_NUMBERS = {
-    "steps",
-    "sequences",
-    "loss",
-    "cost",
-    "converged_at",
-    "converged_time_s",
-    "wall_time_s",
-    "seq_per_s",
-    "objective",
-}
-REQUIRED_METRICS = ("step", "sequences", "loss", "cost")
+SUMMARY_NUMBERS = set(fmt.SUMMARY_NUMBER_KEYS)
+REQUIRED_METRICS = fmt.REQUIRED_METRICS
 META_COLUMNS = ("run_dir", "overrides", "job_num")
 
 try:  # the C loader is several times faster on sweeps with many runs
@@ -107,10 +96,10 @@ def find_run_dirs(*paths: str | Path) -> list[Path]:
         if not root.is_dir():
             raise NotADirectoryError(f"not a folder: {path}")
         for dirpath, dirnames, filenames in os.walk(root):
-            if any(marker in dirnames or marker in filenames for marker in RUN_MARKERS):
+            if any(marker in dirnames or marker in filenames for marker in fmt.RUN_MARKERS):
                 found.setdefault(Path(dirpath).resolve(), None)
             # Hidden folders (.hydra, .git) and checkpoints never hold runs.
-            dirnames[:] = [name for name in dirnames if not name.startswith(".") and name not in SKIP_DIRS]
+            dirnames[:] = [name for name in dirnames if not name.startswith(".") and name not in fmt.NEVER_RUN_DIRS]
     return sorted(found, key=natural_key)
 
 
@@ -145,7 +134,7 @@ def read_run(run_dir: Path, note: Report = warn) -> Run:
 
 def read_yaml(run_dir: Path, name: str):
     """Parsed .hydra/<name>; RunError when it is missing or not YAML."""
-    path = run_dir / ".hydra" / name
+    path = run_dir / fmt.CONFIG_DIR / name
     if not path.is_file():
         raise RunError(f"missing .hydra/{name}")
     try:
@@ -163,29 +152,20 @@ def read_config(run_dir: Path) -> dict:
 
 
 def read_summary(run_dir: Path) -> dict:
-    """summary.json, checked: a JSON object with a final status and numbers (or null) where numbers belong."""
-    path = run_dir / "summary.json"
+    """summary.json, checked against the run-folder format (ntm.run_format)."""
+    path = run_dir / fmt.SUMMARY_FILE
     if not path.is_file():
-        raise RunError("no summary.json (unfinished, still running or killed?)")
+        raise RunError(f"no {fmt.SUMMARY_FILE} (unfinished, still running or killed?)")
     try:
-        text = path.read_text()
-        summary = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunError(f"malformed summary.json ({'empty file' if not path.stat().st_size else error})") from None
-    if not isinstance(summary, dict):
-        raise RunError("malformed summary.json (not a JSON object)")
-    if summary.get("status") not in FINISHED:
-        raise RunError(f"malformed summary.json (status {summary.get('status')!r}, expected one of {', '.join(FINISHED)})")
-    for key, value in summary.items():
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if (key in SUMMARY_NUMBERS or key.startswith("eval_cost")) and not (value is None or is_number):
-            raise RunError(f"malformed summary.json ({key} is {value!r}, not a number)")
+        summary = fmt.read_summary(run_dir)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise RunError(f"malformed {fmt.SUMMARY_FILE} ({error})") from None
     return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in summary.items()}
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame | None:
     """metrics.csv as numbers (None when absent or without rows); RunError when truncated or garbled."""
-    path = run_dir / "metrics.csv"
+    path = run_dir / fmt.METRICS_FILE
     if not path.is_file():
         return None
     try:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ntm import run_format as fmt
+
 from .common import Report, display_path, same_value, warn
 
 STUDY_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SWEEP_MARKERS = ("multirun.yaml", "optimization_results.yaml")  # Hydra's basic sweeper / the Optuna sweeper
-SKIP_DIRS = {"checkpoints", "__pycache__"}
 TRIAL_COLUMNS = ("trial.study", "trial.number", "trial.state", "trial.value", "trial.params")
 
 
@@ -117,7 +118,7 @@ def find_study_files(roots: list[Path]) -> list[Path]:
         if not root.is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [name for name in dirnames if not name.startswith(".") and name not in SKIP_DIRS]
+            dirnames[:] = [name for name in dirnames if not name.startswith(".") and name not in fmt.NEVER_RUN_DIRS]
             for name in filenames:
                 if name.endswith(STUDY_SUFFIXES):
                     found.setdefault((Path(dirpath) / name).resolve(), None)

@@ -5,12 +5,14 @@ import math
 
 import pandas as pd
 
+from ntm import run_format as fmt
+
 from .common import natural_key
 from .load import META_COLUMNS, SUMMARY_NUMBERS
 
-# Config keys that never change a run's results: grouping ignores them (seed is what a group aggregates over).
-IGNORED_KEYS = ("seed", "train.progress", "train.threads", "train.checkpoint_interval")
-NOT_CONFIG = {*META_COLUMNS, "status", *SUMMARY_NUMBERS}
+# Grouping ignores seed (what a group aggregates over) and keys that never change results.
+IGNORED_KEYS = ("seed", *fmt.NON_RESULT_KEYS)
+NOT_CONFIG = {*META_COLUMNS, *fmt.SUMMARY_KEYS, *SUMMARY_NUMBERS}
 
 
 def config_columns(runs: pd.DataFrame) -> list[str]:

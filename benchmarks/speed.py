@@ -30,20 +30,19 @@ from ntm.model import NTM  # noqa: E402
 from ntm.tasks import make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
 from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
-from ntm.train import loss_fn  # noqa: E402
+from ntm.config import TrainConfig  # noqa: E402
+from ntm.train import train_step  # noqa: E402
 
 TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
-# The seed project's own train.py on this machine class (shared/reference/anchors.md).
+# The seed project's own train.py (pytorch-ntm), measured on this machine class.
 SEED_MS_PER_SEQ = {("copy", 1): 59.0, ("copy", 8): 18.0, ("copy", 32): 8.0}
 
 
 def train_steps(model: NTM, optimizer: torch.optim.Optimizer, batches: list) -> None:
-    for inputs, targets in batches:
-        loss = loss_fn(model(inputs, targets.shape[0]), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), 10.0)
-        optimizer.step()
+    """The training loop's own step (ntm.train.train_step) with the default (the seed's) clipping."""
+    for batch in batches:
+        if not train_step(model, optimizer, batch, TrainConfig()).finite:
+            raise RuntimeError("the benchmark model diverged")
 
 
 def time_path(task, batch_size: int, steps: int, repeats: int, compiled: bool) -> tuple[float, float]:

@@ -1,8 +1,10 @@
 """Value checks for configs: one clear line naming the key and what is allowed."""
 
+import math
 
-class ConfigError(ValueError):
-    """A config value outside what is allowed; the message names the full key."""
+from ntm.errors import ConfigError
+
+__all__ = ["ConfigError", "finite", "one_of", "positive", "require"]
 
 
 def require(ok: bool, key: str, value, allowed: str) -> None:
@@ -19,3 +21,8 @@ def positive(prefix: str, obj, *names: str) -> None:
 def one_of(prefix: str, obj, name: str, allowed) -> None:
     value = getattr(obj, name)
     require(value in allowed, f"{prefix}.{name}", value, "one of " + ", ".join(map(str, allowed)))
+
+
+def finite(key: str, value) -> None:
+    if isinstance(value, float):
+        require(math.isfinite(value), key, value, "a finite number")

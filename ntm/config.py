@@ -5,12 +5,13 @@ The dataclasses are the schema: Hydra rejects unknown keys and wrong types while
 """
 
 import hashlib
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ntm.checks import ConfigError, one_of, positive, require
+from ntm.checks import ConfigError, finite, one_of, positive, require
 from ntm.controller import CONTROLLERS
 from ntm.model import MEMORY_INITS, NTM, head_stages
 from ntm.tasks import TASKS
@@ -61,6 +62,19 @@ class NTMConfig:
             self.shift_range,
             f"<= (model.memory.n - 1) / 2 = {(self.memory.n - 1) // 2}",
         )
+
+    def activation_bytes(self, batch_size: int) -> float:
+        """Bytes one training time step holds until backward.
+
+        Fitted to measurements on CPU (torch 2.13, resident memory over 2,000-step sequences):
+        per sequence, copies of the memory and the weightings dominate; per step, autograd's
+        bookkeeping adds about 100 kB for each (read, write) pair of heads.
+        """
+        heads = len(self.head_order) if self.head_order else 2 * self.num_heads
+        writes = self.head_order.count("w") if self.head_order else self.num_heads
+        n, m = self.memory.n, self.memory.m
+        floats = n * m * (3.1 + 1.9 * (writes - 1)) + 7.7 * n * heads + 8 * self.controller_size * self.controller_layers
+        return 4 * batch_size * (floats + 300) + 50_000 * heads
 
     def build(self, input_size: int, output_size: int) -> NTM:
         """The model this config describes, sized for a task."""
@@ -135,6 +149,7 @@ class TrainConfig:
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     compile: bool = False  # torch.compile each time step (faster after a one-off compile)
     progress: bool = True  # tqdm progress bar
+    max_memory_gb: float | None = None  # refuse runs estimated to need more; None: the memory available now
 
     def check(self, prefix: str = "train") -> None:
         positive(prefix, self, "steps", "batch_size", "report_interval", "converge_threshold")
@@ -143,6 +158,8 @@ class TrainConfig:
             require(value >= 0, f"{prefix}.{name}", value, ">= 0")
         one_of(prefix, self, "grad_clip", GRAD_CLIPS)
         require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
+        if self.max_memory_gb is not None:
+            require(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb, "> 0 or null (the memory available)")
 
 
 @dataclass
@@ -162,6 +179,53 @@ class Config:
         self.model.check("model")
         self.optimizer.check("optimizer")
         self.train.check("train")
+        check_memory(self)
+
+
+# Resident memory of a training process before its data and activations (torch, the model).
+BASE_PROCESS_BYTES = 400 * 2**20
+# Backward holds gradients of a step's activations beside the saved ones (measured: about 10%).
+BACKWARD_FACTOR = 1.1
+
+
+def estimate_memory(config: Config) -> float:
+    """Peak bytes a run will hold: process, evaluation sets, and the longest training batch's
+    activations kept for backward. Computed from the config alone, before anything is built."""
+    profile = config.task.memory_profile()
+    activations = profile.longest_steps * config.model.activation_bytes(config.train.batch_size) * BACKWARD_FACTOR
+    return BASE_PROCESS_BYTES + 4 * profile.eval_floats + activations
+
+
+def available_memory() -> float | None:
+    """Bytes of memory available to a new process now (Linux MemAvailable), else the machine's total, else None."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: Config) -> None:
+    """Refuse a run that would not fit in memory, naming the keys that size it."""
+    limit = config.train.max_memory_gb * 2**30 if config.train.max_memory_gb is not None else available_memory()
+    needed = estimate_memory(config)
+    if limit is None or needed <= limit:
+        return
+    profile = config.task.memory_profile()
+    gib = 2**30
+    source = "train.max_memory_gb" if config.train.max_memory_gb is not None else "available now"
+    raise ConfigError(
+        f"{profile.length_keys}, train.batch_size={config.train.batch_size} need an estimated {needed / gib:.1f} GiB "
+        f"of memory (longest training sequence {profile.longest_steps:,} steps; evaluation sets "
+        f"{4 * profile.eval_floats / gib:.1f} GiB), more than the {limit / gib:.1f} GiB {source}; "
+        "make them smaller, or set train.max_memory_gb=GB to allow it"
+    )
 
 
 def job_dirname(overrides: str) -> str:
@@ -189,12 +253,35 @@ def register_configs() -> None:
 
 
 def validate(cfg: DictConfig | Config) -> Config:
-    """Check every value; raise ConfigError naming the key. Returns the typed config."""
+    """The one place a config is checked: its keys against the schema, every number finite,
+    every value in range, and its estimated memory. Raises ConfigError naming the key; returns
+    the typed config."""
     config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     if not isinstance(config, Config):
         raise ConfigError("the composed config does not follow ntm.config.Config (config_schema)")
+    check_keys_and_numbers(config)
     config.check()
     return config
+
+
+def check_keys_and_numbers(node: Any, prefix: str = "") -> None:
+    """Refuse keys no schema has and non-finite numbers anywhere in a typed config.
+
+    Hydra lets `+key=value`, `++key=value` and YAML files add keys to a structured config, and
+    OmegaConf.to_object keeps them as extra attributes: this catches every such key however it
+    was added.
+    """
+    known = [f.name for f in fields(node)]
+    for key in vars(node):
+        if key not in known:
+            where = f"keys of {prefix.rstrip('.')}" if prefix else "top-level keys"
+            raise ConfigError(f"{prefix}{key} is not a config key; the {where} are: {', '.join(known)}")
+    for name in known:
+        value, key = getattr(node, name), f"{prefix}{name}"
+        if is_dataclass(value):
+            check_keys_and_numbers(value, f"{key}.")
+        for item in value if isinstance(value, list) else [value]:
+            finite(key, item)
 
 
 def to_container(config: Config) -> dict:

@@ -8,16 +8,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through write(tmp_path), flush it to disk, then rename it over path."""
+def write_atomic(path: Path, write: Callable[[Path], None], keep_previous: Path | None = None) -> None:
+    """Write through write(tmp_path), flush it to disk, then rename it over path.
+
+    With keep_previous, the old file is first renamed there: a kill between the two renames
+    leaves the old file under that name, never no file at all.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    if keep_previous is not None and path.exists():
+        os.replace(path, keep_previous)
     os.replace(tmp, path)
 
 
@@ -38,5 +45,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, out.getvalue())
 
 
-def save_torch(path: Path, obj) -> None:
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+def write_yaml(path: Path, data) -> None:
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def save_torch(path: Path, obj, keep_previous: Path | None = None) -> None:
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), keep_previous)

@@ -1,85 +1,68 @@
-"""Hydra callbacks: check a run before Hydra writes anything into its folder; keep sweeps going."""
+"""Hydra callbacks (conf/config.yaml, hydra.callbacks), one job each."""
 
 import fcntl
-import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ntm.checks import ConfigError
-from ntm.config import Config, validate
-from ntm.train import CheckpointMismatch, load_checkpoint
+from ntm.config import validate
+from ntm.errors import ConfigError, reported
 
 
-def _validate(config: DictConfig) -> Config:
+def _check(config: DictConfig) -> None:
+    """Validate the task config (everything but hydra.*) and the one Hydra setting run.py relies on."""
     task_config = config.copy()
     with open_dict(task_config):
         del task_config["hydra"]
-    try:
-        return validate(task_config)
-    except ConfigError as error:
-        _fail(error)
+    validate(task_config)
+    if config.hydra.output_subdir is not None:
+        raise ConfigError(
+            f"hydra.output_subdir={config.hydra.output_subdir!r} is not allowed: must be null "
+            "(run.py writes .hydra/ itself, once the run folder's checks pass)"
+        )
 
 
-def _fail(error: Exception) -> None:
-    # One clear line instead of a traceback; no run file has been written yet.
-    print(f"Error: {error}", file=sys.stderr)
-    sys.exit(2)
+class CheckBeforeWriting(Callback):
+    """Refuse a bad config with one line before Hydra creates any folder.
+
+    Each sweep job's own parameters are checked again by run.py when the job starts.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        with reported():
+            _check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        with reported():
+            _check(config)
 
 
-def prepare_sqlite_storage(storage) -> None:
-    """Create an SQLite study file's folder and tables once, under a file lock.
+class PrepareSQLiteStudy(Callback):
+    """Create an Optuna SQLite study file's folder and tables once, under a file lock.
 
     Two sweeps started together on a new file would otherwise both create its tables, and one
     of them fail. Other storages (PostgreSQL, MySQL) are left to Optuna.
     """
-    if not isinstance(storage, str) or not storage.startswith("sqlite:///"):
-        return
-    import optuna
-
-    path = Path(storage.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        optuna.storages.RDBStorage(storage)
-
-
-def tolerate_grid_stop() -> None:
-    """Keep a grid sweep going when a trial fails.
-
-    hydra-optuna-sweeper 1.3.0 reports trials to Optuna outside Study.optimize. When a reported
-    trial completes the grid, optuna 2.10's GridSampler.after_trial calls Study.stop(), which
-    raises there. The sweeper ignores that error for successful trials but not for failed ones,
-    so one crashed job in the last batch aborts the whole sweep. Ignore it for failed ones too.
-    """
-    import optuna
-
-    original = optuna.samplers.GridSampler.after_trial
-    if getattr(original, "tolerates_stop", False):
-        return
-
-    def after_trial(self, study, trial, state, values):
-        try:
-            original(self, study, trial, state, values)
-        except RuntimeError as error:
-            if "Study.stop" not in str(error):
-                raise
-
-    after_trial.tolerates_stop = True
-    optuna.samplers.GridSampler.after_trial = after_trial
-
-
-class ValidateConfig(Callback):
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        checked = _validate(config)
-        try:
-            load_checkpoint(checked, Path(config.hydra.run.dir))
-        except CheckpointMismatch as error:
-            _fail(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        # The sweep's own parameters are checked per job in run.py; this catches the base config.
-        _validate(config)
-        prepare_sqlite_storage(OmegaConf.select(config, "hydra.sweeper.storage"))
-        tolerate_grid_stop()
+        storage = OmegaConf.select(config, "hydra.sweeper.storage")
+        if not isinstance(storage, str) or not storage.startswith("sqlite:///"):
+            return
+        import optuna
+
+        path = Path(storage.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            optuna.storages.RDBStorage(storage)
+
+
+class KeepGridSweepsGoing(Callback):
+    """Let a grid sweep go on when a trial of its last batch fails (see ntm.optuna_grid)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if str(OmegaConf.select(config, "hydra.sweeper.sampler._target_", default="")).endswith("GridSampler"):
+            from ntm.optuna_grid import tolerate_grid_stop
+
+            tolerate_grid_stop()

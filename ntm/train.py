@@ -1,5 +1,7 @@
-"""Train one NTM on one task and write the run folder (see shared INTERFACE: summary.json,
-metrics.csv, checkpoints/last.pt). Readable top to bottom: setup, resume, loop, finish."""
+"""Train one NTM on one task and write its run folder (format: ntm.run_format).
+
+Readable top to bottom: open the folder, set up, resume, loop, finish.
+"""
 
 import json
 import logging
@@ -7,14 +9,18 @@ import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ntm.config import Config, to_container
-from ntm.files import save_torch, write_csv, write_json
+from ntm import run_folder
+from ntm import run_format as fmt
+from ntm.config import Config, TrainConfig, to_container
+from ntm.errors import Interrupted
+from ntm.files import write_csv, write_json
 from ntm.model import NTM
 from ntm.tasks import Task, make_task
 
@@ -23,17 +29,6 @@ log = logging.getLogger(__name__)
 # Returned to the sweeper for a diverged run: finite (a NaN aborts an Optuna sweep) and worse
 # than any run that kept training.
 DIVERGED_OBJECTIVE = 1e6
-FINISHED = ("completed", "converged", "diverged")
-# Keys that may differ between a checkpoint and the run that resumes it: they do not change results.
-RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.checkpoint_interval")
-
-
-class CheckpointMismatch(RuntimeError):
-    """The run folder holds a checkpoint of a different config."""
-
-
-class Interrupted(RuntimeError):
-    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
 
 
 @contextmanager
@@ -71,13 +66,23 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float]:
-    """Mean error bits per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>."""
+def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float] | None:
+    """Mean error bits per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>.
+
+    None when the model's outputs are not finite: NaN logits would count as confident zeros
+    and hide a diverged model behind a finite cost.
+    """
     model.eval()
     results = {}
     for name, batches in eval_sets.items():
-        bits = torch.cat([task.error_bits(model(inputs, targets.shape[0]), targets) for inputs, targets in batches])
-        results["eval_cost" if name == "train" else f"eval_cost_{name}"] = bits.mean().item()
+        bits = []
+        for inputs, targets in batches:
+            logits = model(inputs, targets.shape[0])
+            if not torch.isfinite(logits).all():
+                model.train()
+                return None
+            bits.append(task.error_bits(logits, targets))
+        results["eval_cost" if name == "train" else f"eval_cost_{name}"] = torch.cat(bits).mean().item()
     model.train()
     return results
 
@@ -97,54 +102,51 @@ def objective(summary: dict, config: Config) -> float:
     return threshold + summary["eval_cost"]
 
 
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    diffs = []
-    for key in keys:
-        name = f"{prefix}{key}"
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += config_differences(a, b, f"{name}.")
-        elif a != b and name not in RESUMABLE_CHANGES:
-            diffs.append(f"{name}: checkpoint {a!r}, now {b!r}")
-    return diffs
+class Step(NamedTuple):
+    loss: torch.Tensor
+    logits: torch.Tensor  # detached
+    finite: bool  # False: the loss or a gradient was NaN/Inf and no update was made
 
 
-def load_checkpoint(config: Config, run_dir: Path) -> dict | None:
-    """The checkpoint in run_dir, or None; raise CheckpointMismatch if a different config wrote it."""
-    ckpt_path = Path(run_dir) / "checkpoints" / "last.pt"
-    if not ckpt_path.exists():
-        return None
-    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-    diffs = config_differences(ckpt["config"], to_container(config))
-    if diffs:
-        raise CheckpointMismatch(
-            f"{ckpt_path} was written by a different config ({'; '.join(diffs)}); "
-            "use another run folder (hydra.run.dir=...) or delete the checkpoint"
-        )
-    return ckpt
+def train_step(model: NTM, optimizer: torch.optim.Optimizer, batch: tuple, t: TrainConfig) -> Step:
+    """One optimiser step on one batch: forward, backward, the non-finite check, clipping, update."""
+    inputs, targets = batch
+    logits = model(inputs, targets.shape[0])
+    loss = loss_fn(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads)
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        log.warning("Loss %s, gradient norm %s: no update made.", loss.item(), grad_norm.item())
+        return Step(loss, logits.detach(), False)
+    if t.grad_clip == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), t.grad_clip_value)
+    elif t.grad_clip == "norm":
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip_value, grad_norm)
+    optimizer.step()
+    return Step(loss, logits.detach(), True)
 
 
-def load_summary(run_dir: Path) -> dict | None:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) and summary.get("status") in FINISHED else None
+def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, wait: bool = False) -> dict:
+    """Train in run_dir (or resume, continue, or return a finished run's summary); returns the summary.
 
-
-def train(config: Config, run_dir: Path | str) -> dict:
-    """Train (or resume, or report a finished run) in run_dir; returns the summary dict."""
+    hydra_files: Hydra's record of the run ({"overrides.yaml": text, "hydra.yaml": text}),
+    written into .hydra/ beside the config once the folder's checks pass. wait: when another
+    process trains in run_dir, wait for it instead of refusing (sweep jobs).
+    """
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    config_dict = to_container(config)
+    with run_folder.locked(run_dir, wait=wait):
+        start = run_folder.plan(config, run_dir)
+        if start.finished is not None:
+            return start.finished
+        run_folder.write_record(run_dir, config, hydra_files)
+        return train_in(config, run_dir, start)
+
+
+def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
+    """The training loop, from scratch or from start.checkpoint; the caller holds the folder's lock."""
     t = config.train
-
-    finished = load_summary(run_dir)
-    if finished is not None:
-        log.info("Run in %s already finished (%s); returning its stored objective.", run_dir, finished["status"])
-        return finished
-
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(config.seed)
@@ -160,7 +162,7 @@ def train(config: Config, run_dir: Path | str) -> dict:
     converged_at, converged_time_s = None, None
     train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
     window = empty_window()
-    ckpt = load_checkpoint(config, run_dir)
+    ckpt = start.checkpoint
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -169,45 +171,37 @@ def train(config: Config, run_dir: Path | str) -> dict:
         step, sequences, rows, window = ckpt["step"], ckpt["sequences"], ckpt["rows"], ckpt["window"]
         converged_at, converged_time_s = ckpt["converged_at"], ckpt["converged_time_s"]
         train_time, wall_time = ckpt["train_time"], ckpt["wall_time"]
-        write_csv(run_dir / "metrics.csv", rows)
-        log.info("Resumed from %s at step %d (%d sequences).", ckpt_path, step, sequences)
+        write_csv(run_dir / fmt.METRICS_FILE, rows)
+        log.info("Resumed from %s at step %d (%d sequences).", run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name,
+                 step, sequences)  # fmt: skip
+
+    config_dict = to_container(config)
 
     def save_checkpoint() -> None:
-        save_torch(ckpt_path, {
+        run_folder.save_checkpoint(run_dir, {
             "config": config_dict, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(),
             "step": step, "sequences": sequences, "rows": rows, "window": window,
             "converged_at": converged_at, "converged_time_s": converged_time_s,
-            "train_time": train_time, "wall_time": wall_time + time.perf_counter() - start,
+            "train_time": train_time, "wall_time": wall_time + time.perf_counter() - started,
         })  # fmt: skip
 
     status, last_eval = "completed", {}
-    start = time.perf_counter()
+    started = time.perf_counter()
     progress = tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train")
     with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
         while step < t.steps:
             tick = time.perf_counter()
-            inputs, targets = task.sample(t.batch_size, data_rng)
-            logits = model(inputs, targets.shape[0])
-            loss = loss_fn(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            grad_norm = torch.nn.utils.get_total_norm(grads)
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            batch = task.sample(t.batch_size, data_rng)
+            result = train_step(model, optimizer, batch, t)
+            if not result.finite:
                 status = "diverged"
-                log.warning("Loss %s, gradient norm %s at step %d: stopping; the last checkpoint is kept.",
-                            loss.item(), grad_norm.item(), step + 1)  # fmt: skip
+                log.warning("Diverged at step %d: stopping; the last checkpoint is kept.", step + 1)
                 break
-            if t.grad_clip == "value":
-                torch.nn.utils.clip_grad_value_(model.parameters(), t.grad_clip_value)
-            elif t.grad_clip == "norm":
-                torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip_value, grad_norm)
-            optimizer.step()
             step += 1
             sequences += t.batch_size
-            window["loss"] += loss.item() * t.batch_size
-            window["cost"] += task.error_bits(logits.detach(), targets).sum().item()
+            window["loss"] += result.loss.item() * t.batch_size
+            window["cost"] += task.error_bits(result.logits, batch[1]).sum().item()
             window["sequences"] += t.batch_size
             window["time"] += time.perf_counter() - tick
             bar.update(1)
@@ -225,12 +219,16 @@ def train(config: Config, run_dir: Path | str) -> dict:
                 window = empty_window()
                 if evaluate_now:
                     last_eval = evaluate(model, task, eval_sets)
+                    if last_eval is None:
+                        status, last_eval = "diverged", {}
+                        log.warning("Diverged at step %d: non-finite outputs on the evaluation set; stopping.", step)
+                        break
                     row.update(last_eval)
                     if converged_at is None and last_eval["eval_cost"] < t.converge_threshold:
                         converged_at = sequences
-                        converged_time_s = wall_time + time.perf_counter() - start
+                        converged_time_s = wall_time + time.perf_counter() - started
                 rows.append(row)
-                write_csv(run_dir / "metrics.csv", rows)
+                write_csv(run_dir / fmt.METRICS_FILE, rows)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
                 log.info(
                     "step %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
@@ -245,20 +243,27 @@ def train(config: Config, run_dir: Path | str) -> dict:
             if signals:
                 save_checkpoint()
                 raise Interrupted(
-                    f"Stopped by {signal.Signals(signals[0]).name} at step {step}; saved {ckpt_path}. "
-                    "Run the same command again to resume."
+                    f"Stopped by {signal.Signals(signals[0]).name} at step {step}; saved a checkpoint in "
+                    f"{run_dir / fmt.CHECKPOINT_DIR}. Run the same command again to resume."
                 )
 
-    if status != "diverged":
-        if not last_eval or rows[-1]["step"] != step:
-            last_eval = evaluate(model, task, eval_sets)
-        if t.checkpoint_interval:
-            save_checkpoint()
+    if status != "diverged" and (not last_eval or rows[-1]["step"] != step):
+        last_eval = evaluate(model, task, eval_sets)
+        if last_eval is None:
+            status, last_eval = "diverged", {}
+            log.warning("Diverged: non-finite outputs on the evaluation set at the last step %d.", step)
+    if status != "diverged" and t.checkpoint_interval:
+        save_checkpoint()
+    # Final: more train.steps cannot continue it. A run that converged but went on to its step
+    # budget (stop_at_convergence=false) stopped at the budget, and can be continued.
+    final = status != "completed"
     if converged_at is not None and status == "completed":
         status = "converged"
     last = rows[-1] if rows else {}
     summary = {
         "status": status,
+        "final": final,
+        "format_version": fmt.FORMAT_VERSION,
         "steps": step,
         "sequences": sequences,
         "loss": last.get("loss"),
@@ -267,10 +272,11 @@ def train(config: Config, run_dir: Path | str) -> dict:
         **last_eval,
         "converged_at": converged_at,
         "converged_time_s": converged_time_s,
-        "wall_time_s": wall_time + time.perf_counter() - start,
+        "wall_time_s": wall_time + time.perf_counter() - started,
         "seq_per_s": sequences / (train_time + window["time"]) if sequences else None,
+        "continued_from": start.continued_from,
     }
     summary["objective"] = objective(summary, config)
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / fmt.SUMMARY_FILE, summary)
     log.info("Finished: %s", json.dumps(summary))
     return summary

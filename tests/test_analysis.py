@@ -334,13 +334,13 @@ def test_missing_overrides_is_noted_but_run_kept(tmp_path):
 
 def test_cli_empty_directory_fails_with_message(tmp_path):
     result = cli(tmp_path)
-    assert result.returncode in (1, 2)
+    assert result.returncode == 1, result.stderr  # README: 1 when no usable run is found
     assert "no runs found" in result.stderr and result.stdout == ""
 
 
 def test_cli_missing_path_fails_with_message(tmp_path):
     result = cli(tmp_path / "nope")
-    assert result.returncode in (1, 2)
+    assert result.returncode == 2, result.stderr  # README: 2 for a bad path
     assert "does not exist" in result.stderr
 
 

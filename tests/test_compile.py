@@ -1,6 +1,7 @@
 """The compiled time step gives the eager reference's loss and gradients to float tolerance."""
 
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from ntm.model import NTM
 from ntm.tasks.copy import CopyConfig, CopyTask
@@ -31,11 +32,20 @@ def test_compiled_step_matches_eager():
 
 
 def test_many_compiled_models_in_one_process_do_not_hit_the_recompile_limit():
-    """Sweep workers build one model per job; torch allows 8 recompilations of one function."""
+    """Sweep workers build one model per job; torch allows 8 recompilations of one function.
+
+    Past the limit torch stops compiling and runs NTM.step eagerly, so every model must still have
+    its step compiled (counted by the backend) and give the eager loss.
+    """
     task = CopyTask(CopyConfig(max_len=3))
     inputs, targets = task.sample(2, torch.Generator().manual_seed(0))
+    assert torch._dynamo.config.recompile_limit < 10  # otherwise this test would not reach the limit
     for seed in range(10):
         torch.manual_seed(seed)
         model = NTM(task.input_size, task.output_size, controller_size=8, memory_n=8, memory_m=4)
-        model.compile_step(dynamic=False)
-        loss_and_grads(model, inputs, targets)
+        eager_loss, _ = loss_and_grads(model, inputs, targets)
+        backend = CompileCounterWithBackend("inductor")
+        model.compile_step(dynamic=False, backend=backend)
+        compiled_loss, _ = loss_and_grads(model, inputs, targets)
+        assert backend.frame_count >= 1, f"model {seed}: NTM.step was not compiled"
+        torch.testing.assert_close(compiled_loss, eager_loss, rtol=RTOL, atol=ATOL, msg=f"model {seed}")

@@ -16,6 +16,7 @@ OVERRIDES = [
     "train.checkpoint_interval=50", "train.stop_at_convergence=false",
 ]  # fmt: skip
 TIMING = {"wall_time_s", "seq_per_s", "converged_time_s"}
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses, several times over
 
 
 def results(run_dir: Path) -> tuple[list[dict], dict]:

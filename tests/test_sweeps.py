@@ -30,6 +30,7 @@ def trials(sweep_dir, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db").trials
 
 
+@pytest.mark.slow
 def test_seeds_memory_grid_sweep_and_its_results_table(tmp_path):
     sweep_dir = tmp_path / "grid"
     sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", sweep_dir=sweep_dir)
@@ -46,6 +47,7 @@ def test_seeds_memory_grid_sweep_and_its_results_table(tmp_path):
     assert len(pd.read_csv(tmp_path / "t.csv")) == 2
 
 
+@pytest.mark.slow
 def test_hpo_sweep_is_stored_and_continued_by_the_same_command(tmp_path):
     sweep_dir = tmp_path / "hpo"
     args = ("sweep=hpo", "hydra.sweeper.n_trials=3", "model.controller_size=choice(16,32)", "train.batch_size=choice(1,2)")
@@ -59,6 +61,7 @@ def test_hpo_sweep_is_stored_and_continued_by_the_same_command(tmp_path):
     assert runs["run_dir"].is_unique and len(runs) == len({tuple(sorted(t.params.items())) for t in second})
 
 
+@pytest.mark.slow
 def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):
     sweep_dir = tmp_path / "bad"
     sweep(
@@ -73,6 +76,7 @@ def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):
     assert table["diverged"].sum() == 1
 
 
+@pytest.mark.slow
 def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     import os
     import signal
@@ -97,6 +101,7 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     assert set(runs["status"]) <= {"completed", "converged"}
 
 
+@pytest.mark.slow
 def test_two_sweeps_share_one_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/shared.db"
     args = ["-m", "sweep=hpo", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
@@ -119,7 +124,7 @@ def test_two_sweeps_share_one_study(tmp_path):
 
 
 def test_a_failed_trial_that_completes_the_grid_does_not_raise(monkeypatch):
-    from ntm.hydra_callbacks import tolerate_grid_stop
+    from ntm.optuna_grid import tolerate_grid_stop
 
     # Restored after the test: tolerate_grid_stop() patches optuna for the whole process.
     monkeypatch.setattr(optuna.samplers.GridSampler, "after_trial", optuna.samplers.GridSampler.after_trial)

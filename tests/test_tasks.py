@@ -1,6 +1,8 @@
 """Copy and repeat-copy tasks: encodings, sampling ranges, seeding, evaluation sets, error bits."""
 
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -51,9 +53,22 @@ def test_invalid_task_config_rejected(config):
         config.check()
 
 
-def test_default_configs_pass_check():
-    CopyConfig().check()
-    RepeatCopyConfig(max_len=10).check()
+@pytest.mark.parametrize(
+    "valid, field, beyond, key",
+    [
+        (CopyConfig(), "min_len", 0, "task.min_len"),
+        (CopyConfig(min_len=5, max_len=5), "min_len", 6, "task.min_len"),
+        (CopyConfig(eval_lengths=[1]), "eval_lengths", [1, 0], "task.eval_lengths"),
+        (RepeatCopyConfig(max_len=10), "min_repeats", 0, "task.min_repeats"),
+        (RepeatCopyConfig(min_repeats=3, max_repeats=3), "max_repeats", 2, "task.min_repeats"),
+        (RepeatCopyConfig(eval_repeats=[1]), "eval_repeats", [0], "task.eval_repeats"),
+    ],
+    ids=["copy-defaults", "copy-one-length", "copy-eval-length-1", "repeat-defaults", "repeat-one-count", "repeat-eval-1"],
+)
+def test_check_accepts_a_config_at_the_boundary_and_refuses_one_step_past_it(valid, field, beyond, key):
+    valid.check()  # raises if the check is stricter than the documented bounds
+    with pytest.raises(ValueError, match=re.escape(f"{key}=")):
+        dataclasses.replace(valid, **{field: beyond}).check()
 
 
 def assert_bits(x: torch.Tensor) -> None:

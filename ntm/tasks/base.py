@@ -1,10 +1,19 @@
 """What every task provides: sizes, a seeded batch generator, fixed evaluation sets, a cost."""
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from ntm.checks import positive, require
+
+
+class MemoryProfile(NamedTuple):
+    """What a task's data makes a run hold, for the memory estimate made before anything is built."""
+
+    longest_steps: int  # time steps (input + output) of the longest training sequence
+    eval_floats: int  # numbers held by the fixed evaluation sets
+    length_keys: str  # the keys that set the longest sequence, e.g. "task.max_len=20"
 
 
 @dataclass
@@ -25,6 +34,9 @@ class TaskConfig:
         require(self.min_len <= self.max_len, f"{prefix}.min_len", self.min_len, f"<= {prefix}.max_len ({self.max_len})")
         for length in self.eval_lengths:
             require(length > 0, f"{prefix}.eval_lengths", list(self.eval_lengths), "a list of lengths > 0")
+
+    def memory_profile(self, prefix: str = "task") -> MemoryProfile:
+        raise NotImplementedError(f"{type(self).__name__} must say how much memory its sequences take")
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (T_in, B, I), targets (T_out, B, O)

@@ -4,12 +4,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ntm.tasks.base import Batch, Task, TaskConfig, randint, random_bits
+from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
 
 
 @dataclass
 class CopyConfig(TaskConfig):
     name: str = "copy"
+
+    def memory_profile(self, prefix: str = "task") -> MemoryProfile:
+        def floats(length: int, sequences: int) -> int:  # inputs (length + 1, w + 1), targets (length, w)
+            return sequences * ((length + 1) * (self.seq_width + 1) + length * self.seq_width)
+
+        eval_floats = floats(self.max_len, self.eval_batches * self.eval_batch_size)
+        eval_floats += sum(floats(length, self.eval_batch_size) for length in self.eval_lengths)
+        return MemoryProfile(2 * self.max_len + 1, eval_floats, f"{prefix}.max_len={self.max_len}")
 
 
 class CopyTask(Task):

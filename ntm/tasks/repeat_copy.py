@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import Batch, Task, TaskConfig, randint, random_bits
+from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
 
 
 @dataclass
@@ -26,6 +26,20 @@ class RepeatCopyConfig(TaskConfig):
         )
         for repeats in self.eval_repeats:
             require(repeats > 0, f"{prefix}.eval_repeats", list(self.eval_repeats), "a list of counts > 0")
+
+    def memory_profile(self, prefix: str = "task") -> MemoryProfile:
+        def steps(length: int, repeats: int) -> tuple[int, int]:
+            return length + 2, length * repeats + 1
+
+        def floats(length: int, repeats: int, sequences: int) -> int:
+            inputs, outputs = steps(length, repeats)
+            return sequences * (inputs * (self.seq_width + 2) + outputs * (self.seq_width + 1))
+
+        eval_floats = floats(self.max_len, self.max_repeats, self.eval_batches * self.eval_batch_size)
+        eval_floats += sum(floats(n, self.max_repeats, self.eval_batch_size) for n in self.eval_lengths)
+        eval_floats += sum(floats(self.max_len, r, self.eval_batch_size) for r in self.eval_repeats)
+        keys = f"{prefix}.max_len={self.max_len}, {prefix}.max_repeats={self.max_repeats}"
+        return MemoryProfile(sum(steps(self.max_len, self.max_repeats)), eval_floats, keys)
 
 
 class RepeatCopyTask(Task):

@@ -1,0 +1,49 @@
+# One command to set up, test and train: `make test`, `make train ARGS="task=repeat_copy seed=2"`.
+# Every target builds .venv on first use; .ci/run runs `make test` on a fresh clone.
+# The manual equivalent is in README.md (Install).
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Stamp of a finished install: newer than pyproject.toml means nothing to do (make is idempotent),
+# older or missing means install again; an interrupted install leaves no stamp and is redone.
+INSTALLED := $(VENV)/.installed
+# Python 3.11 if it runs, else python3 (pyproject.toml's requires-python refuses anything older).
+# Deferred (?=), so it is only looked up when .venv has to be created.
+BASE_PYTHON ?= $(shell for p in python3.11 python3; do $$p -c '' 2>/dev/null && { echo $$p; break; }; done)
+# torch's pin, read from pyproject.toml so that there is one place to change it.
+TORCH = $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+ARGS ?=
+
+.PHONY: venv test test-fast train lint clean
+
+venv: $(INSTALLED)
+
+# torch goes first, pinned and with pip: a CPU wheel lies where pip looks (find-links), while an
+# unpinned torch, or one resolved with the rest, pulls a multi-GB CUDA build; uv and poetry do
+# not read pip's find-links. Then the project itself, editable, with pytest and ruff.
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || { test -n "$(BASE_PYTHON)" || { echo "make: no python3.11 or python3 found" >&2; exit 1; }; \
+		echo "creating $(VENV) with $(BASE_PYTHON)"; $(BASE_PYTHON) -m venv $(VENV); }
+	@test -n "$(TORCH)" || { echo "make: no torch==VERSION pin in pyproject.toml" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[dev]"
+	@touch $@
+
+# The whole suite: real short trainings and sweeps, a few minutes on 2 cores.
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+# Everything but the tests marked slow (subprocess sweeps, resumes, per-case CLI checks): < 1 min.
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow"
+
+train: $(INSTALLED)
+	$(BIN)/python run.py $(ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV)

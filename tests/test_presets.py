@@ -1,0 +1,267 @@
+"""Every preset and sweep preset in conf/ (found by globbing, so a new file is covered) composes
+with the full Hydra config, validates, and its hydra node resolves; sweep job folder names."""
+
+import copy
+import itertools
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.experimental.callback import Callback
+from hydra.utils import get_class
+from omegaconf import OmegaConf, open_dict
+
+from ntm.config import Config, job_dirname, validate
+
+CONF = ROOT / "conf"
+PRESETS = sorted(p.stem for p in (CONF / "preset").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+JOB_SUBDIR = "${job_dirname:${hydra.job.override_dirname}}"
+
+
+def compose_full(overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def task_part(cfg):
+    """What run.py and the callback validate: the config without its hydra node."""
+    task_cfg = copy.deepcopy(cfg)
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    return task_cfg
+
+
+def validate_task_part(cfg) -> Config:
+    return validate(task_part(cfg))
+
+
+def resolve_hydra(cfg) -> dict:
+    """The whole hydra node, every interpolation resolved. Hydra fills hydra.runtime.output_dir
+    and hydra.job.num/id when a job starts (log file names and Hydra's default sweep subdir
+    refer to them); stand in for that."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "/tmp/job"
+        cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"
+    return OmegaConf.to_container(cfg.hydra, resolve=True)
+
+
+def leaves(node, prefix=""):
+    """Dotted key -> value for every leaf of a plain dict (lists are leaves)."""
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        out.update(leaves(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def file_settings(group: str, name: str) -> dict:
+    """The leaf values a group file sets (its defaults list aside); they are @package _global_."""
+    node = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{name}.yaml"), resolve=False)
+    node.pop("defaults", None)
+    return leaves(node)
+
+
+def composed_settings(cfg) -> dict:
+    return leaves(OmegaConf.to_container(cfg, resolve=False))
+
+
+def test_presets_are_discovered():
+    # The glob must find the presets the README documents; new files join automatically.
+    assert {"fast", "seed"} <= set(PRESETS)
+    assert {"seeds_memory", "hpo"} <= set(SWEEPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes_validates_and_applies(preset):
+    cfg = compose_full([f"preset={preset}"])
+    assert isinstance(validate_task_part(cfg), Config)
+    resolved = resolve_hydra(cfg)
+    # The callbacks that check a run before Hydra writes anything exist and are Hydra callbacks.
+    assert resolved["callbacks"]
+    for callback in resolved["callbacks"].values():
+        assert issubclass(get_class(callback["_target_"]), Callback), callback
+    assert resolved["run"]["dir"] and "${" not in resolved["run"]["dir"]
+    # Every value the preset sets is in the composed config (config.yaml does not override it).
+    composed = composed_settings(cfg)
+    for key, value in file_settings("preset", preset).items():
+        assert composed[key] == value, key
+    # The command line beats the preset.
+    assert validate_task_part(compose_full([f"preset={preset}", "train.steps=7", "optimizer=adam"])).train.steps == 7
+
+
+def test_seed_preset_is_the_defaults():
+    assert validate_task_part(compose_full(["preset=seed"])) == validate_task_part(compose_full([]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep presets
+# ---------------------------------------------------------------------------------------------
+
+
+def sweep_choices(params: dict, pick) -> list[str]:
+    """One override per sweep parameter, taking pick(options) from each choice/range/interval."""
+    parser = OverridesParser.create()
+    overrides = []
+    for key, spec in params.items():
+        value = parser.parse_overrides([f"{key}={spec}"])[0].value()
+        if isinstance(value, ChoiceSweep):
+            options = value.list
+        elif isinstance(value, RangeSweep):
+            options = list(range(int(value.start), int(value.stop) + 1, int(value.step)))  # this sweeper includes stop
+        elif isinstance(value, IntervalSweep):
+            options = [value.start, value.end]
+        else:
+            raise AssertionError(f"{key}: {spec!r} is not a sweep")
+        overrides.append(f"{key}={pick(options)}")
+    return overrides
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_preset_composes_and_its_hydra_node_resolves(sweep):
+    cfg = compose_full([f"sweep={sweep}"])
+    config = validate_task_part(cfg)
+    assert config.train.threads == 1 and config.train.progress is False
+    hydra = resolve_hydra(cfg)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    assert sweeper == hydra["sweeper"]
+    assert sweeper["_target_"] == OPTUNA_SWEEPER
+    assert sweeper["direction"] == "minimize"  # the objective is lower-is-better
+    assert sweeper["max_failure_rate"] == 1.0  # a crashed job does not stop the sweep
+    assert hydra["launcher"]["_target_"] == JOBLIB_LAUNCHER
+    # The study lives in SQLite in the sweep folder, named after the study.
+    assert hydra["sweep"]["dir"] == f"multirun/{sweeper['study_name']}"
+    assert sweeper["storage"] == f"sqlite:///{hydra['sweep']['dir']}/optuna.db"
+    # Job folders are named by their parameters (without the sweep= choice itself).
+    assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
+    assert "sweep" in cfg.hydra.job.config.override_dirname.exclude_keys
+    assert "sweep=" not in hydra["sweep"]["subdir"]
+    # Every file value is in the composed config: the sweep preset is applied last.
+    composed = composed_settings(cfg)
+    for key, value in file_settings("sweep", sweep).items():
+        assert composed[key] == value, key
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_search_space_is_valid(sweep):
+    cfg = compose_full([f"sweep={sweep}"])
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    assert params
+    task_keys = composed_settings(task_part(cfg))
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
+    for key in params:
+        assert key in task_keys or key in groups, f"sweep parameter {key} is neither a config key nor a group"
+    # The extreme points of the search space compose and validate.
+    for pick in (lambda options: options[0], lambda options: options[-1]):
+        validate_task_part(compose_full([f"sweep={sweep}", *sweep_choices(params, pick)]))
+    if cfg.hydra.sweeper.sampler._target_.endswith("GridSampler"):
+        grid = math.prod(len(OverridesParser.create().parse_overrides([f"{k}={v}"])[0].value().list)
+                         for k, v in params.items())  # fmt: skip
+        assert cfg.hydra.sweeper.n_trials >= grid, "n_trials cuts the grid short"
+
+
+def test_sweep_presets_do_not_share_a_study():
+    studies = [compose_full([f"sweep={sweep}"]).hydra.sweeper for sweep in SWEEPS]
+    names = [s.study_name for s in studies]
+    storages = [OmegaConf.to_container(s, resolve=True)["storage"] for s in studies]
+    assert len(set(names)) == len(names) and len(set(storages)) == len(storages)
+
+
+@pytest.mark.parametrize("sweep, preset", list(itertools.product(SWEEPS, PRESETS)))
+def test_sweep_preset_with_each_preset(sweep, preset):
+    cfg = compose_full([f"sweep={sweep}", f"preset={preset}"])
+    validate_task_part(cfg)
+    hydra = resolve_hydra(cfg)
+    assert hydra["sweeper"]["_target_"] == OPTUNA_SWEEPER
+    assert hydra["sweeper"]["storage"] == f"sqlite:///{hydra['sweep']['dir']}/optuna.db"
+    assert hydra["sweep"]["subdir"] == f"preset={preset}"  # the preset names the job folders
+    # Sweep values win over the preset's; the preset's other values stay.
+    composed = composed_settings(cfg)
+    sweep_values = file_settings("sweep", sweep)
+    for key, value in {**file_settings("preset", preset), **sweep_values}.items():
+        assert composed[key] == value, key
+    # And the command line wins over both.
+    assert validate_task_part(compose_full([f"sweep={sweep}", f"preset={preset}", "train.steps=7"])).train.steps == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Job folder names
+# ---------------------------------------------------------------------------------------------
+
+HASHED = re.compile(r"^(?P<prefix>.{100})-(?P<hash>[0-9a-f]{12})$", re.DOTALL)
+LONG = "seed=1,task.eval_lengths=[" + ",".join(str(n) for n in range(100, 200)) + "]"
+
+
+@pytest.mark.parametrize("name", ["", "seed=1", "model.memory.n=32,seed=4", "x" * 119, "y" * 120])
+def test_short_job_names_are_unchanged(name):
+    assert job_dirname(name) == name
+
+
+@pytest.mark.parametrize("length", [121, 122, 200, 1000, 10_000])
+def test_long_job_names_are_a_prefix_and_a_hash(length):
+    name = (LONG * 100)[:length]
+    result = job_dirname(name)
+    match = HASHED.match(result)
+    assert match, result
+    assert match["prefix"] == name[:100]
+    assert len(result) == 113
+    assert job_dirname(name) == result  # the same input, the same name
+
+
+def test_job_name_length_is_bounded():
+    for length in range(0, 400):
+        result = job_dirname("a" * length)
+        assert len(result) == (length if length <= 120 else 113)
+
+
+def test_long_names_sharing_a_prefix_differ():
+    base = LONG[:100]
+    names = {job_dirname(base + tail) for tail in ("x" * 30, "y" * 30, "x" * 31, "x" * 29 + "y", LONG[100:])}
+    assert len(names) == 5
+    assert all(name.startswith(base) for name in names)
+
+
+def test_job_name_is_the_same_in_another_process():
+    # A continued sweep runs in a new process: the name must not depend on e.g. hash() seeding.
+    code = (
+        "import sys; from omegaconf import OmegaConf; import ntm.config as c; "
+        "print(OmegaConf.has_resolver('job_dirname')); print(c.job_dirname(sys.argv[1]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}
+    result = subprocess.run([sys.executable, "-c", code, LONG], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["True", job_dirname(LONG)]
+
+
+def test_sweep_subdir_goes_through_the_job_dirname_resolver():
+    short = compose_full(["sweep=seeds_memory", "seed=2", "model.memory.n=64"])
+    assert OmegaConf.to_container(short.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
+    assert short.hydra.job.override_dirname == "model.memory.n=64,seed=2"
+    assert short.hydra.sweep.subdir == "model.memory.n=64,seed=2"
+
+    def long_subdir(last_length):
+        lengths = ",".join(str(n) for n in [*range(10, 60), last_length])
+        cfg = compose_full(["sweep=seeds_memory", "seed=2", f"task.eval_lengths=[{lengths}]"])
+        dirname = cfg.hydra.job.override_dirname
+        assert len(dirname) > 120 and dirname.startswith("seed=2,task.eval_lengths=[10,11")
+        assert cfg.hydra.sweep.subdir == job_dirname(dirname)
+        return cfg.hydra.sweep.subdir
+
+    a, b = long_subdir(70), long_subdir(71)  # differ only after the first 100 characters
+    assert HASHED.match(a) and HASHED.match(b)
+    assert a[:100] == b[:100] and a != b
