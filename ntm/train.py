@@ -177,7 +177,13 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
 
     config_dict = to_container(config)
 
+    saved_at = None
+
     def save_checkpoint() -> None:
+        nonlocal saved_at
+        if saved_at == step:
+            return  # keep previous.pt one checkpoint older, not a copy of last.pt
+        saved_at = step
         run_folder.save_checkpoint(run_dir, {
             "config": config_dict, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(),

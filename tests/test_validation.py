@@ -1,0 +1,126 @@
+"""Configs are never silently wrong: unknown keys however added, non-finite numbers, runs that cannot fit in memory."""
+
+import re
+import shutil
+
+import pytest
+import torch
+from conftest import ROOT, compose_config, run_py
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from ntm.config import NTMConfig, available_memory, estimate_memory, validate
+from ntm.errors import ConfigError
+from ntm.model import NTM
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("+model.nosuchkey=3", "model.nosuchkey"),
+        ("++model.nosuchkey=3", "model.nosuchkey"),
+        ("+foo=1", "foo"),
+        ("+train.bar=2", "train.bar"),
+        ("+model.memory.extra=1", "model.memory.extra"),
+        ("+task.options.x=1", "task.options"),
+        ("++optimizer.nesterov=true", "optimizer.nesterov"),
+    ],
+)
+def test_keys_added_with_plus_are_refused(override, key):
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + " is not a config key"):
+        validate(compose_config([override]))
+
+
+def test_keys_added_by_a_yaml_file_are_refused(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "preset" / "typo.yaml").write_text("# @package _global_\nmodel:\n  memroy:\n    n: 64\n")
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        with pytest.raises(ConfigCompositionException, match="Key 'memroy' not in 'NTMConfig'"):
+            compose("config", overrides=["preset=typo"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.lr=inf", "optimizer.lr"),
+        ("optimizer.lr=-inf", "optimizer.lr"),
+        ("optimizer.lr=nan", "optimizer.lr"),
+        ("model.controller_clip=inf", "model.controller_clip"),
+        ("train.grad_clip_value=nan", "train.grad_clip_value"),
+        ("train.converge_threshold=inf", "train.converge_threshold"),
+        ("model.memory.init_value=nan", "model.memory.init_value"),
+    ],
+)
+def test_non_finite_numbers_are_refused(override, key):
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + "=.* must be a finite number"):
+        validate(compose_config([override]))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+model.nosuchkey=3"], "Error: model.nosuchkey is not a config key"),
+        (["optimizer.lr=inf"], "Error: optimizer.lr=inf is not allowed: must be a finite number"),
+        (["model.foo=1"], "Error: Could not override 'model.foo'; Key 'foo' not in 'NTMConfig'"),
+        (
+            ["task=nonexistent"],
+            "Error: In 'config': Could not find 'task/nonexistent'; Available options in 'task': copy, repeat_copy",
+        ),
+        (["task.max_len=100000"], "Error: task.max_len=100000, train.batch_size=1 need an estimated"),
+    ],
+)
+def test_refusals_on_the_command_line_are_one_line_with_exit_code_2(tmp_path, overrides, message):
+    result = run_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], "one line"
+    assert result.stderr.startswith(message), result.stderr
+    assert "_schema" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_too_large_for_memory_is_refused_naming_the_keys_and_the_estimate():
+    with pytest.raises(ConfigError, match=r"^task\.max_len=100000, train\.batch_size=1 need an estimated \d+\.\d GiB"):
+        validate(compose_config(["task.max_len=100000", "train.max_memory_gb=24"]))
+    with pytest.raises(ConfigError, match=r"task\.max_len=10, task\.max_repeats=1000, train\.batch_size=64"):
+        validate(compose_config(["task=repeat_copy", "task.max_repeats=1000", "train.batch_size=64", "train.max_memory_gb=24"]))
+    # People who know better raise the limit.
+    assert validate(compose_config(["task.max_len=100000", "train.max_memory_gb=64"])).task.max_len == 100000
+
+
+def test_the_default_limit_is_the_memory_available():
+    available = available_memory()
+    assert available is not None and available > 0
+    needed = estimate_memory(validate(compose_config()))
+    assert needed < available, "the defaults fit"
+    assert 300 * 2**20 < needed < 2 * 2**30, "the seed's defaults run in a few hundred MB"
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+@pytest.mark.parametrize(
+    "sizes", [{}, {"memory_n": 256}, {"memory_m": 40}, {"num_heads": 2}, {"controller_size": 400, "controller_layers": 2}]
+)
+def test_activation_estimate_covers_what_backward_keeps(sizes, batch_size):
+    """The estimate is at least the bytes autograd saves per time step, and not wildly more."""
+    names = {"memory_n": "memory.n", "memory_m": "memory.m"}
+    schema = NTMConfig()
+    for name, value in sizes.items():
+        target, attr = (schema.memory, names[name].split(".")[1]) if name in names else (schema, name)
+        setattr(target, attr, value)
+    model = NTM(9, 8, **sizes)
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def saved_bytes(steps: int) -> int:
+        storages.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(torch.rand(steps, batch_size, 9), steps)
+        return sum(storages.values())
+
+    per_step = (saved_bytes(30) - saved_bytes(10)) / 40
+    estimate = schema.activation_bytes(batch_size)
+    assert per_step <= estimate <= 4 * per_step + 150_000 * 2 * schema.num_heads
