@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ntm.config import TrainConfig  # noqa: E402
 from ntm.model import NTM  # noqa: E402
 from ntm.tasks import make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
 from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
-from ntm.config import TrainConfig  # noqa: E402
 from ntm.train import train_step  # noqa: E402
 
 TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
