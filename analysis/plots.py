@@ -122,13 +122,8 @@ def plot_generalisation(figure, runs: pd.DataFrame, curves: pd.DataFrame, group_
 
 
 def set_label(runs: pd.DataFrame, name: str) -> str:
-    """Tick label of an evaluation set: 'train (1-20)' for eval_cost, else the set's name, e.g. 'len40'."""
-    if name != "eval_cost":
-        return name.removeprefix("eval_cost_")
-    lengths = [runs[key].dropna().unique() for key in ("task.min_len", "task.max_len") if key in runs]
-    if len(lengths) == 2 and len(lengths[0]) == 1 and len(lengths[1]) == 1:
-        return f"train ({lengths[0][0]:g}-{lengths[1][0]:g})"
-    return "train lengths"
+    """Tick label of an evaluation set: 'training' for eval_cost, else the set's name, e.g. 'len40'."""
+    return "training" if name == "eval_cost" else name.removeprefix("eval_cost_")
 
 
 def plot_convergence_vs_memory(figure, runs: pd.DataFrame, curves: pd.DataFrame, group_by=None) -> None:

@@ -144,7 +144,6 @@ class TrainConfig:
     checkpoint_interval: int = 1000  # steps between checkpoints; 0 disables
     grad_clip: str = "value"  # value: elementwise as the seed; norm: global norm; none
     grad_clip_value: float = 10.0
-    converge_threshold: float = 0.1  # evaluation bits per sequence at training lengths
     stop_at_convergence: bool = True
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     compile: bool = False  # torch.compile each time step (faster after a one-off compile)
@@ -152,7 +151,7 @@ class TrainConfig:
     max_memory_gb: float | None = None  # refuse runs estimated to need more; None: the memory available now
 
     def check(self, prefix: str = "train") -> None:
-        positive(prefix, self, "steps", "batch_size", "report_interval", "converge_threshold")
+        positive(prefix, self, "steps", "batch_size", "report_interval")
         for name in ("eval_interval", "checkpoint_interval", "threads"):
             value = getattr(self, name)
             require(value >= 0, f"{prefix}.{name}", value, ">= 0")

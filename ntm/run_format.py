@@ -58,6 +58,7 @@ SUMMARY_NUMBER_KEYS = (
     "seq_per_s",
     "objective",
     "continued_from",
+    "optimal_cost",  # tasks with a known optimum (N-grams)
 )
 SUMMARY_KEYS = ("status", "final", "format_version", *SUMMARY_NUMBER_KEYS)
 EVAL_COST_PREFIX = "eval_cost"

@@ -67,7 +67,7 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float] | None:
-    """Mean error bits per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>.
+    """Mean cost per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>.
 
     None when the model's outputs are not finite: NaN logits would count as confident zeros
     and hide a diverged model behind a finite cost.
@@ -81,10 +81,15 @@ def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float] | None
             if not torch.isfinite(logits).all():
                 model.train()
                 return None
-            bits.append(task.error_bits(logits, targets))
+            bits.append(task.cost(logits, targets))
         results["eval_cost" if name == "train" else f"eval_cost_{name}"] = torch.cat(bits).mean().item()
     model.train()
     return results
+
+
+def gap(results: dict) -> float:
+    """Evaluation cost at training lengths above the optimal cost, where the task has one."""
+    return results["eval_cost"] - (results.get("optimal_cost") or 0.0)
 
 
 def objective(summary: dict, config: Config) -> float:
@@ -92,14 +97,14 @@ def objective(summary: dict, config: Config) -> float:
 
     A run that converged after s sequences scores threshold * s / (s + 100000), below the
     threshold and lower the faster it converged, whatever its batch size or step budget.
-    A run that did not converge scores threshold + its final evaluation cost. A diverged run
-    scores DIVERGED_OBJECTIVE."""
-    threshold = config.train.converge_threshold
+    A run that did not converge scores threshold + its final gap (evaluation cost, less the
+    optimal cost where the task has one). A diverged run scores DIVERGED_OBJECTIVE."""
+    threshold = config.task.converge_threshold
     if summary["status"] == "diverged" or summary["eval_cost"] is None:
         return DIVERGED_OBJECTIVE
     if summary["converged_at"] is not None:
         return threshold * summary["converged_at"] / (summary["converged_at"] + 100_000)
-    return threshold + summary["eval_cost"]
+    return threshold + gap(summary)
 
 
 class Step(NamedTuple):
@@ -157,6 +162,7 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
     optimizer = build_optimizer(config, model)
     data_rng = torch.Generator().manual_seed(config.seed)
     eval_sets = task.eval_sets()
+    references = task.reference_costs(eval_sets)
 
     step, sequences, rows = 0, 0, []
     converged_at, converged_time_s = None, None
@@ -207,7 +213,7 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
             step += 1
             sequences += t.batch_size
             window["loss"] += result.loss.item() * t.batch_size
-            window["cost"] += task.error_bits(result.logits, batch[1]).sum().item()
+            window["cost"] += task.cost(result.logits, batch[1]).sum().item()
             window["sequences"] += t.batch_size
             window["time"] += time.perf_counter() - tick
             bar.update(1)
@@ -229,8 +235,9 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
                         status, last_eval = "diverged", {}
                         log.warning("Diverged at step %d: non-finite outputs on the evaluation set; stopping.", step)
                         break
+                    last_eval.update(references)
                     row.update(last_eval)
-                    if converged_at is None and last_eval["eval_cost"] < t.converge_threshold:
+                    if converged_at is None and gap(last_eval) < config.task.converge_threshold:
                         converged_at = sequences
                         converged_time_s = wall_time + time.perf_counter() - started
                 rows.append(row)
@@ -258,6 +265,8 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
         if last_eval is None:
             status, last_eval = "diverged", {}
             log.warning("Diverged: non-finite outputs on the evaluation set at the last step %d.", step)
+        else:
+            last_eval.update(references)
     if status != "diverged" and t.checkpoint_interval:
         save_checkpoint()
     # Final: more train.steps cannot continue it. A run that converged but went on to its step

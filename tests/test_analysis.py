@@ -376,7 +376,8 @@ def test_analysis_needs_no_training_code():
     # the torch-free run-folder format. torch and optuna are made unimportable to prove it.
     code = (
         "import sys; sys.modules.update(torch=None, optuna=None); import analysis; "
-        "print(sorted(m for m, v in sys.modules.items() if v and m.split('.')[0] in ('torch', 'ntm', 'optuna', 'matplotlib', 'hydra')))"
+        "roots = ('torch', 'ntm', 'optuna', 'matplotlib', 'hydra'); "
+        "print(sorted(m for m, v in sys.modules.items() if v and m.split('.')[0] in roots))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "['ntm', 'ntm.run_format']", result.stderr

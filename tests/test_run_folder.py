@@ -89,13 +89,13 @@ def test_a_key_missing_from_an_older_folder_counts_as_its_default(tmp_path):
 
 
 def test_a_converged_run_that_stopped_there_is_final(tmp_path):
-    converged = train(config("train.steps=20", "train.converge_threshold=1e9"), tmp_path)
+    converged = train(config("train.steps=20", "task.converge_threshold=1e9"), tmp_path)
     assert (converged["status"], converged["steps"], converged["final"]) == ("converged", 10, True)
-    assert train(config("train.steps=40", "train.converge_threshold=1e9"), tmp_path) == converged
+    assert train(config("train.steps=40", "task.converge_threshold=1e9"), tmp_path) == converged
 
 
 def test_a_converged_run_that_went_on_to_its_budget_can_continue(tmp_path):
-    overrides = ("train.converge_threshold=1e9", "train.stop_at_convergence=false")
+    overrides = ("task.converge_threshold=1e9", "train.stop_at_convergence=false")
     first = train(config("train.steps=20", *overrides), tmp_path)
     assert (first["status"], first["final"], first["converged_at"]) == ("converged", False, 20)
     extended = train(config("train.steps=30", *overrides), tmp_path)
@@ -134,6 +134,7 @@ def test_a_damaged_last_checkpoint_resumes_from_the_previous_one(tmp_path, caplo
     assert results(run_dir) == results(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_no_loadable_checkpoint_is_one_clear_error_naming_the_files(tmp_path):
     run_dir = unfinished_run(tmp_path)
     for name in fmt.CHECKPOINT_FILES:
@@ -220,6 +221,7 @@ def test_the_folder_records_its_provenance(tmp_path):
     assert len(json.loads((tmp_path / fmt.PROVENANCE_FILE).read_text())["starts"]) == 2
 
 
+@pytest.mark.slow
 def test_sigkilled_run_leaves_no_stale_lock(tmp_path):
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *BASE, "train.steps=100000", f"hydra.run.dir={tmp_path}"],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -51,14 +51,14 @@ OBJECTIVE_TABLE = [
 
 @pytest.mark.parametrize("threshold, summary, expected", OBJECTIVE_TABLE)
 def test_objective_table(threshold, summary, expected):
-    config = validate(compose_config([f"train.converge_threshold={threshold}"]))
+    config = validate(compose_config([f"task.converge_threshold={threshold}"]))
     value = objective(summary, config)
     assert value == pytest.approx(expected, rel=1e-12, abs=0)
     assert math.isfinite(value)
 
 
 def test_objective_orders_runs():
-    config = validate(compose_config(["train.converge_threshold=0.1"]))
+    config = validate(compose_config(["task.converge_threshold=0.1"]))
     converged = [objective(summary_of("converged", converged_at=s), config) for s in (1, 1000, 10**5, 10**7, 10**12)]
     # below the threshold, and lower when faster
     assert all(0 < v < 0.1 for v in converged)
@@ -79,7 +79,7 @@ E, B = 3, 2  # eval_interval, batch_size
 def test_stops_at_the_first_evaluation_that_converges(tmp_path):
     # Any evaluation cost is below 1e9: the first evaluation (step E) converges.
     config = tiny_config(
-        "train.converge_threshold=1e9", f"train.eval_interval={E}", f"train.batch_size={B}",
+        "task.converge_threshold=1e9", f"train.eval_interval={E}", f"train.batch_size={B}",
         "train.steps=20", "train.report_interval=2", "train.checkpoint_interval=1",
     )  # fmt: skip
     summary = train(config, tmp_path)
@@ -97,7 +97,7 @@ def test_stops_at_the_first_evaluation_that_converges(tmp_path):
 
 def test_without_stop_at_convergence_trains_on_and_keeps_converged_at(tmp_path):
     config = tiny_config(
-        "train.converge_threshold=1e9", f"train.eval_interval={E}", f"train.batch_size={B}",
+        "task.converge_threshold=1e9", f"train.eval_interval={E}", f"train.batch_size={B}",
         "train.steps=8", "train.report_interval=100", "train.stop_at_convergence=false",
     )  # fmt: skip
     summary = train(config, tmp_path)
@@ -110,7 +110,7 @@ def test_without_stop_at_convergence_trains_on_and_keeps_converged_at(tmp_path):
 
 def test_never_converges_completes_with_converged_at_none(tmp_path):
     config = tiny_config(
-        "train.converge_threshold=1e-9", f"train.eval_interval={E}", f"train.batch_size={B}",
+        "task.converge_threshold=1e-9", f"train.eval_interval={E}", f"train.batch_size={B}",
         "train.steps=6", "train.report_interval=100",
     )  # fmt: skip
     summary = train(config, tmp_path)

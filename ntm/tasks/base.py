@@ -18,32 +18,48 @@ class MemoryProfile(NamedTuple):
 
 @dataclass
 class TaskConfig:
-    """Fields shared by every task; a task's schema subclasses it."""
+    """Fields every task has; a task's schema subclasses it."""
 
     name: str = "???"
+    eval_batches: int = 20  # evaluation batches drawn from the training distribution
+    eval_batch_size: int = 16
+    eval_seed: int = 1000  # the evaluation sets are the same for every run seed
+    # Converged: evaluation cost at training lengths, less the optimal cost where the task has
+    # one (Task.reference_costs), below this.
+    converge_threshold: float = 0.1
+
+    def check(self, prefix: str = "task") -> None:
+        positive(prefix, self, "eval_batches", "eval_batch_size", "converge_threshold")
+
+    def memory_profile(self, prefix: str = "task") -> MemoryProfile:
+        raise NotImplementedError(f"{type(self).__name__} must say how much memory its sequences take")
+
+
+@dataclass
+class SequenceConfig(TaskConfig):
+    """Tasks on sequences of random bit vectors of a given width and length range (copy, repeat copy)."""
+
     seq_width: int = 8
     min_len: int = 1
     max_len: int = 20
     eval_lengths: list[int] = field(default_factory=list)  # generalisation lengths
-    eval_batches: int = 20  # evaluation batches drawn from the training distribution
-    eval_batch_size: int = 16
-    eval_seed: int = 1000  # the evaluation sets are the same for every run seed
 
     def check(self, prefix: str = "task") -> None:
-        positive(prefix, self, "seq_width", "min_len", "max_len", "eval_batches", "eval_batch_size")
+        super().check(prefix)
+        positive(prefix, self, "seq_width", "min_len", "max_len")
         require(self.min_len <= self.max_len, f"{prefix}.min_len", self.min_len, f"<= {prefix}.max_len ({self.max_len})")
         for length in self.eval_lengths:
             require(length > 0, f"{prefix}.eval_lengths", list(self.eval_lengths), "a list of lengths > 0")
-
-    def memory_profile(self, prefix: str = "task") -> MemoryProfile:
-        raise NotImplementedError(f"{type(self).__name__} must say how much memory its sequences take")
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (T_in, B, I), targets (T_out, B, O)
 
 
 class Task:
-    """A sequence task. Subclasses set Config, input_size, output_size and implement sample()."""
+    """A sequence task. Subclasses set Config, input_size, output_size and implement sample()
+    and generalisation_sets(); cost() defaults to error bits."""
+
+    cost_unit = "error bits per sequence"
 
     Config = TaskConfig
 
@@ -64,6 +80,15 @@ class Task:
         sets = {"train": [self.sample(c.eval_batch_size, generator) for _ in range(c.eval_batches)]}
         sets.update(self.generalisation_sets(generator))
         return sets
+
+    def cost(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cost of each sequence, (T, B, O) -> (B,): what metrics, evaluation and convergence use."""
+        return self.error_bits(logits, targets)
+
+    def reference_costs(self, eval_sets: dict[str, list[Batch]]) -> dict[str, float]:
+        """Costs to compare the model with on the training-distribution evaluation set, e.g.
+        {"optimal_cost": ...}; recorded in metrics.csv and summary.json. None by default."""
+        return {}
 
     @staticmethod
     def error_bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
+from ntm.tasks.base import Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
 
 
 @dataclass
-class CopyConfig(TaskConfig):
+class CopyConfig(SequenceConfig):
     name: str = "copy"
 
     def memory_profile(self, prefix: str = "task") -> MemoryProfile:

@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
+from ntm.tasks.base import Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
 
 
 @dataclass
-class RepeatCopyConfig(TaskConfig):
+class RepeatCopyConfig(SequenceConfig):
     name: str = "repeat_copy"
     min_repeats: int = 1
     max_repeats: int = 10
