@@ -149,12 +149,14 @@ class TrainConfig:
     compile: bool = False  # torch.compile each time step (faster after a one-off compile)
     progress: bool = True  # tqdm progress bar
     max_memory_gb: float | None = None  # refuse runs estimated to need more; None: the memory available now
+    snapshot_interval: int | None = None  # steps between snapshots for figures; None: eval_interval; 0: none
 
     def check(self, prefix: str = "train") -> None:
         positive(prefix, self, "steps", "batch_size", "report_interval")
-        for name in ("eval_interval", "checkpoint_interval", "threads"):
+        for name in ("eval_interval", "checkpoint_interval", "threads", "snapshot_interval"):
             value = getattr(self, name)
-            require(value >= 0, f"{prefix}.{name}", value, ">= 0")
+            if value is not None:
+                require(value >= 0, f"{prefix}.{name}", value, ">= 0")
         one_of(prefix, self, "grad_clip", GRAD_CLIPS)
         require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
         if self.max_memory_gb is not None:

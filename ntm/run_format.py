@@ -9,6 +9,7 @@ works on folders copied to a machine without them. A run folder holds:
     provenance.json         format version, git commit, library versions, one entry per start
     metrics.csv             one row per report interval (REQUIRED_METRICS, eval columns)
     summary.json            written once at the end: SUMMARY_KEYS
+    snapshots.pt            what figures of training need (ntm.show), when train.snapshot_interval > 0
     checkpoints/last.pt     the newest checkpoint; checkpoints/previous.pt the one before it
     .lock                   held (flock) by the process training in the folder
 
@@ -32,6 +33,7 @@ HYDRA_FILE = f"{CONFIG_DIR}/hydra.yaml"
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+SNAPSHOTS_FILE = "snapshots.pt"  # outputs on fixed probes and cost per length over training (ntm.show)
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILES = ("last.pt", "previous.pt")  # newest first
 LOCK_FILE = ".lock"
@@ -67,7 +69,13 @@ TIMING_KEYS = ("wall_time_s", "seq_per_s", "converged_time_s")  # differ between
 
 # Config keys that never change a run's results: they may differ when a run resumes, and a
 # results table never groups by them.
-NON_RESULT_KEYS = ("train.progress", "train.threads", "train.checkpoint_interval", "train.max_memory_gb")
+NON_RESULT_KEYS = (
+    "train.progress",
+    "train.threads",
+    "train.checkpoint_interval",
+    "train.max_memory_gb",
+    "train.snapshot_interval",
+)
 # Config keys that may grow when a finished run is continued.
 EXTENDABLE_KEYS = ("train.steps",)
 

@@ -22,6 +22,7 @@ from ntm.config import Config, TrainConfig, to_container
 from ntm.errors import Interrupted
 from ntm.files import write_csv, write_json
 from ntm.model import NTM
+from ntm.snapshots import Snapshots
 from ntm.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,9 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
     data_rng = torch.Generator().manual_seed(config.seed)
     eval_sets = task.eval_sets()
     references = task.reference_costs(eval_sets)
+    snapshot_interval = t.eval_interval if t.snapshot_interval is None else t.snapshot_interval
 
-    step, sequences, rows = 0, 0, []
+    step, sequences, rows, snapshot_records = 0, 0, [], []
     converged_at, converged_time_s = None, None
     train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
     window = empty_window()
@@ -177,11 +179,13 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
         step, sequences, rows, window = ckpt["step"], ckpt["sequences"], ckpt["rows"], ckpt["window"]
         converged_at, converged_time_s = ckpt["converged_at"], ckpt["converged_time_s"]
         train_time, wall_time = ckpt["train_time"], ckpt["wall_time"]
+        snapshot_records = ckpt.get("snapshots", [])
         write_csv(run_dir / fmt.METRICS_FILE, rows)
         log.info("Resumed from %s at step %d (%d sequences).", run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name,
                  step, sequences)  # fmt: skip
 
     config_dict = to_container(config)
+    snapshots = Snapshots(task, snapshot_records) if snapshot_interval else None
 
     saved_at = None
 
@@ -196,6 +200,7 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
             "step": step, "sequences": sequences, "rows": rows, "window": window,
             "converged_at": converged_at, "converged_time_s": converged_time_s,
             "train_time": train_time, "wall_time": wall_time + time.perf_counter() - started,
+            "snapshots": snapshots.records if snapshots else [],
         })  # fmt: skip
 
     status, last_eval = "completed", {}
@@ -248,6 +253,9 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
                     step, sequences, row["loss"], row["cost"], row["seq_per_s"],
                     f"  eval_cost {last_eval['eval_cost']:.3f}" if evaluate_now else "",
                 )  # fmt: skip
+            if snapshots and (step % snapshot_interval == 0 or step == t.steps or converged_at == sequences):
+                snapshots.record(model, step, sequences)
+                snapshots.save(run_dir)
             if converged_at is not None and t.stop_at_convergence:
                 status = "converged"
                 break

@@ -53,6 +53,8 @@ class SequenceConfig(TaskConfig):
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (T_in, B, I), targets (T_out, B, O)
+# Sequences per value in the cost-by-length sets recorded at each snapshot.
+BY_LENGTH_BATCH = 8
 
 
 class Task:
@@ -80,6 +82,28 @@ class Task:
         sets = {"train": [self.sample(c.eval_batch_size, generator) for _ in range(c.eval_batches)]}
         sets.update(self.generalisation_sets(generator))
         return sets
+
+    # What figures can draw (python -m ntm.show): probe(**options) takes these keyword options.
+    probe_options: tuple[str, ...] = ()
+
+    def probe(self, generator: torch.Generator, **options: int) -> Batch:
+        """One sequence (batch of 1) for figures; options (probe_options) choose its shape."""
+        if options:
+            raise ValueError(f"task {self.config.name} takes no options for the sequence it draws")
+        return self.sample(1, generator)
+
+    def probe_name(self, **options: int) -> str:
+        """The name of a probe, e.g. 'len80' (snapshots are stored under it)."""
+        return "_".join(f"{key}{value}" for key, value in options.items()) or "sample"
+
+    def snapshot_probes(self) -> dict[str, dict[str, int]]:
+        """{name: options} of the fixed probes whose outputs training records at each snapshot."""
+        return {"sample": {}}
+
+    def cost_by_length_sets(self, generator: torch.Generator) -> dict[str, dict[int, Batch]]:
+        """{axis: {value: batch}} whose costs training records at each snapshot, e.g.
+        {"length": {1: batch of length 1, ...}}; none by default."""
+        return {}
 
     def cost(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cost of each sequence, (T, B, O) -> (B,): what metrics, evaluation and convergence use."""

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ntm.tasks.base import Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
 
 
 @dataclass
@@ -45,3 +45,20 @@ class CopyTask(Task):
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config
         return {f"len{length}": [self.batch(length, c.eval_batch_size, generator)] for length in c.eval_lengths}
+
+    probe_options = ("length",)
+
+    def probe(self, generator: torch.Generator, length: int | None = None) -> Batch:
+        """One sequence of the given length (default: the longest training length)."""
+        return self.batch(length or self.config.max_len, 1, generator)
+
+    def probe_name(self, length: int | None = None) -> str:
+        return f"len{length or self.config.max_len}"
+
+    def snapshot_probes(self) -> dict[str, dict[str, int]]:
+        lengths = dict.fromkeys([self.config.max_len, *self.config.eval_lengths])
+        return {self.probe_name(length): {"length": length} for length in lengths}
+
+    def cost_by_length_sets(self, generator: torch.Generator) -> dict[str, dict[int, Batch]]:
+        c = self.config
+        return {"length": {n: self.batch(n, BY_LENGTH_BATCH, generator) for n in range(c.min_len, c.max_len + 1)}}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
 
 
 @dataclass
@@ -85,3 +85,26 @@ class RepeatCopyTask(Task):
         sets = {f"len{n}": [self.batch(n, c.max_repeats, c.eval_batch_size, generator)] for n in c.eval_lengths}
         sets.update({f"reps{r}": [self.batch(c.max_len, r, c.eval_batch_size, generator)] for r in c.eval_repeats})
         return sets
+
+    probe_options = ("length", "repeats")
+
+    def probe(self, generator: torch.Generator, length: int | None = None, repeats: int | None = None) -> Batch:
+        """One sequence (default: the longest training length, the most training repeats)."""
+        return self.batch(length or self.config.max_len, repeats or self.config.max_repeats, 1, generator)
+
+    def probe_name(self, length: int | None = None, repeats: int | None = None) -> str:
+        return f"len{length or self.config.max_len}_reps{repeats or self.config.max_repeats}"
+
+    def snapshot_probes(self) -> dict[str, dict[str, int]]:
+        c = self.config
+        shapes = [(c.max_len, c.max_repeats)]
+        shapes += [(n, c.max_repeats) for n in c.eval_lengths] + [(c.max_len, r) for r in c.eval_repeats]
+        return {self.probe_name(n, r): {"length": n, "repeats": r} for n, r in dict.fromkeys(shapes)}
+
+    def cost_by_length_sets(self, generator: torch.Generator) -> dict[str, dict[int, Batch]]:
+        """Cost per length at the most training repeats, and per repeat count at the longest length."""
+        c = self.config
+        return {
+            "length": {n: self.batch(n, c.max_repeats, BY_LENGTH_BATCH, generator) for n in range(c.min_len, c.max_len + 1)},
+            "repeats": {r: self.batch(c.max_len, r, BY_LENGTH_BATCH, generator) for r in range(c.min_repeats, c.max_repeats + 1)},
+        }
