@@ -285,6 +285,18 @@ def check_keys_and_numbers(node: Any, prefix: str = "") -> None:
             finite(key, item)
 
 
+def from_container(stored: dict) -> Config:
+    """The typed, validated config of a run folder's .hydra/config.yaml (group options by their names)."""
+    groups = {}
+    for group, registry in GROUP_SCHEMAS.items():
+        name = (stored.get(group) or {}).get("name")
+        if name not in registry:
+            raise ConfigError(f"{group}.name={name!r} is not allowed: must be one of {', '.join(registry)}")
+        groups[group] = registry[name]()
+    schema = OmegaConf.structured(Config(**groups))
+    return validate(OmegaConf.merge(schema, stored))
+
+
 def to_container(config: Config) -> dict:
     """The typed config as plain dicts and lists (for checkpoints and comparisons)."""
     return OmegaConf.to_container(OmegaConf.structured(config))

@@ -46,8 +46,10 @@ def head_stages(head_order: str) -> list[tuple[int, int, int, int]]:
 class NTM(nn.Module):
     """Neural Turing Machine: a controller with read and write heads on an N x M memory.
 
-    `forward(inputs, output_steps)` feeds the input sequence, then `output_steps` blank
-    inputs, and returns the output logits of the blank steps (apply a sigmoid for bits).
+    `forward(inputs, output_steps, blank_steps=None)` feeds the input sequence, then
+    `blank_steps` blank inputs (default `output_steps`), and returns the output logits of the
+    last `output_steps` steps (apply a sigmoid for bits): by default the blank steps, for tasks
+    answered after the input (copy); with blank_steps=0, steps of the input itself (N-grams).
     """
 
     def __init__(
@@ -162,14 +164,35 @@ class NTM(nn.Module):
         logits = self.output(torch.cat([hidden, reads.reshape(batch, -1)], dim=1))
         return logits, NTMState(controller_state, reads, weights, memory)
 
-    def forward(self, inputs: torch.Tensor, output_steps: int) -> torch.Tensor:
-        """inputs: (T, B, I) -> logits (output_steps, B, O) for the blank steps after the input."""
+    @torch.no_grad()
+    def trace(self, inputs: torch.Tensor, output_steps: int) -> dict[str, torch.Tensor]:
+        """Run as forward() does (eagerly) and keep what figures show: "logits" (output_steps, B, O),
+        "weights" (T, B, H, N) after each step, heads in head_order, and "memory" (B, N, M) after the input."""
         state = self.initial_state(inputs.shape[1])
+        weights, logits = [], []
         for x in inputs:
-            _, state = self._step(x, state)
+            _, state = self.step(x, state)
+            weights.append(state.weights)
+        memory = state.memory
+        blank = inputs.new_zeros(inputs.shape[1:])
+        for _ in range(output_steps):
+            out, state = self.step(blank, state)
+            weights.append(state.weights)
+            logits.append(out)
+        return {"logits": torch.stack(logits), "weights": torch.stack(weights), "memory": memory}
+
+    def forward(self, inputs: torch.Tensor, output_steps: int, blank_steps: int | None = None) -> torch.Tensor:
+        """inputs: (T, B, I) -> logits (output_steps, B, O) of the last output_steps of the
+        T + blank_steps steps (blank_steps defaults to output_steps: outputs after the input)."""
+        blank_steps = output_steps if blank_steps is None else blank_steps
+        total = inputs.shape[0] + blank_steps
+        if not 0 < output_steps <= total:
+            raise ValueError(f"output_steps must be in 1..{total} (input and blank steps), got {output_steps}")
+        state = self.initial_state(inputs.shape[1])
         blank = inputs.new_zeros(inputs.shape[1:])
         outputs = []
-        for _ in range(output_steps):
-            logits, state = self._step(blank, state)
-            outputs.append(logits)
+        for t in range(total):
+            logits, state = self._step(inputs[t] if t < inputs.shape[0] else blank, state)
+            if t >= total - output_steps:
+                outputs.append(logits)
         return torch.stack(outputs)

@@ -1,7 +1,7 @@
 """What every task provides: sizes, a seeded batch generator, fixed evaluation sets, a cost."""
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -27,6 +27,9 @@ class TaskConfig:
     # Converged: evaluation cost at training lengths, less the optimal cost where the task has
     # one (Task.reference_costs), below this.
     converge_threshold: float = 0.1
+    # Units per layer of the paper's 3-layer LSTM baseline on this task (Graves et al. 2014,
+    # table 3): the size model=lstm takes when model.size is null. Not a config key.
+    paper_lstm_size: ClassVar[int]
 
     def check(self, prefix: str = "task") -> None:
         positive(prefix, self, "eval_batches", "eval_batch_size", "converge_threshold")
@@ -70,6 +73,12 @@ class Task:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError
+
+    def predict(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The model's logits aligned with targets, (T_out, B, O): the one way training,
+        evaluation and snapshots run a model on a batch. By default the outputs come on blank
+        steps after the input (copy); a task answered while it reads (N-grams) overrides this."""
+        return model(inputs, targets.shape[0])
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         """Named evaluation sets beyond the training distribution, e.g. {"len40": [...]}."""

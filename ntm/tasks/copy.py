@@ -1,6 +1,7 @@
 """Copy (Graves et al. 2014, 4.1): read a sequence of random bit vectors, then write it back."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -10,6 +11,7 @@ from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig
 @dataclass
 class CopyConfig(SequenceConfig):
     name: str = "copy"
+    paper_lstm_size: ClassVar[int] = 256
 
     def memory_profile(self, prefix: str = "task") -> MemoryProfile:
         def floats(length: int, sequences: int) -> int:  # inputs (length + 1, w + 1), targets (length, w)

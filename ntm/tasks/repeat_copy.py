@@ -1,6 +1,7 @@
 """Repeat copy (Graves et al. 2014, 4.2): copy a sequence a given number of times, then mark the end."""
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -14,6 +15,7 @@ class RepeatCopyConfig(SequenceConfig):
     min_repeats: int = 1
     max_repeats: int = 10
     eval_repeats: list[int] = field(default_factory=list)  # generalisation repeat counts at max_len
+    paper_lstm_size: ClassVar[int] = 512
 
     def check(self, prefix: str = "task") -> None:
         super().check(prefix)

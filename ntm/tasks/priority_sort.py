@@ -1,0 +1,78 @@
+"""Priority sort (Graves et al. 2014, 4.5): read bit vectors, each with a priority, then write
+the highest-priority ones, highest first."""
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from ntm.checks import positive, require
+from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, random_bits
+
+
+@dataclass
+class PrioritySortConfig(TaskConfig):
+    name: str = "priority_sort"
+    seq_width: int = 8  # bits per vector
+    num_inputs: int = 20  # vectors read
+    num_outputs: int = 16  # highest-priority vectors written
+    eval_inputs: list[int] = field(default_factory=list)  # generalisation: more vectors read, num_outputs written
+    converge_threshold: float = 1.0  # error bits per sequence (conf/task/priority_sort.yaml says why)
+    paper_lstm_size: ClassVar[int] = 128
+
+    def check(self, prefix: str = "task") -> None:
+        super().check(prefix)
+        positive(prefix, self, "seq_width", "num_inputs", "num_outputs")
+        require(
+            self.num_outputs <= self.num_inputs,
+            f"{prefix}.num_outputs",
+            self.num_outputs,
+            f"<= {prefix}.num_inputs ({self.num_inputs})",
+        )
+        for inputs in self.eval_inputs:
+            require(
+                inputs >= self.num_outputs,
+                f"{prefix}.eval_inputs",
+                list(self.eval_inputs),
+                f"a list of counts >= {prefix}.num_outputs ({self.num_outputs})",
+            )
+
+    def memory_profile(self, prefix: str = "task") -> MemoryProfile:
+        def floats(inputs: int, sequences: int) -> int:  # inputs (n + 1, w + 2), targets (num_outputs, w)
+            return sequences * ((inputs + 1) * (self.seq_width + 2) + self.num_outputs * self.seq_width)
+
+        eval_floats = floats(self.num_inputs, self.eval_batches * self.eval_batch_size)
+        eval_floats += sum(floats(n, self.eval_batch_size) for n in self.eval_inputs)
+        keys = f"{prefix}.num_inputs={self.num_inputs}, {prefix}.num_outputs={self.num_outputs}"
+        return MemoryProfile(self.num_inputs + 1 + self.num_outputs, eval_floats, keys)
+
+
+class PrioritySortTask(Task):
+    """Inputs, w = seq_width: num_inputs steps of w bits plus the vector's priority, uniform in
+    [-1, 1], on channel w; then a step with the delimiter on channel w + 1. Targets: the
+    num_outputs vectors of highest priority, highest first."""
+
+    Config = PrioritySortConfig
+
+    def __init__(self, config: PrioritySortConfig):
+        super().__init__(config)
+        self.input_size = config.seq_width + 2
+        self.output_size = config.seq_width
+
+    def batch(self, num_inputs: int, batch_size: int, generator: torch.Generator) -> Batch:
+        width = self.config.seq_width
+        bits = random_bits(num_inputs, batch_size, width, generator)
+        priorities = torch.rand(num_inputs, batch_size, generator=generator) * 2 - 1
+        inputs = torch.zeros(num_inputs + 1, batch_size, width + 2)
+        inputs[:num_inputs, :, :width] = bits
+        inputs[:num_inputs, :, width] = priorities
+        inputs[num_inputs, :, width + 1] = 1.0
+        order = priorities.argsort(dim=0, descending=True)[: self.config.num_outputs]  # (num_outputs, B)
+        return inputs, bits.gather(0, order.unsqueeze(-1).expand(-1, -1, width))
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        return self.batch(self.config.num_inputs, batch_size, generator)
+
+    def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
+        c = self.config
+        return {f"inputs{n}": [self.batch(n, c.eval_batch_size, generator)] for n in c.eval_inputs}
