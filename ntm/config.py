@@ -13,8 +13,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntm.checks import ConfigError, finite, one_of, positive, require
 from ntm.controller import CONTROLLERS
+from ntm.lstm import LSTM
 from ntm.model import MEMORY_INITS, NTM, head_stages
-from ntm.tasks import TASKS
+from ntm.tasks import TASKS, Task, TaskConfig
 
 GRAD_CLIPS = ("value", "norm", "none")
 

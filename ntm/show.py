@@ -67,13 +67,20 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
     probs = torch.sigmoid(logits)[:, 0]
     wrong = ((logits[:, 0] >= 0).float() != targets[:, 0]).float()
     panels = [("input", inputs[:, 0]), ("target", targets[:, 0]), ("output probability", probs), ("wrong bits", wrong)]
+    heads = []
     if traced:
         order = model.head_order
         for kind, label in (("r", "read"), ("w", "write")):
             for i, head in enumerate(h for h, k in enumerate(order) if k == kind):
-                panels.append((f"{label} weighting{f' {i + 1}' if order.count(kind) > 1 else ''}", traced["weights"][:, 0, head]))
-    figure, axes = plt.subplots(1, len(panels) + (1 if traced else 0), figsize=(3 * len(panels) + 3, 5), squeeze=False)
-    for ax, (title, data) in zip(axes[0], panels):
+                heads.append((f"{label} weighting{f' {i + 1}' if order.count(kind) > 1 else ''}", traced["weights"][:, 0, head]))
+    # Sequences on the top row, what the heads did below: weightings over time, then the memory.
+    columns = max(len(panels), len(heads) + 1)
+    figure, axes = plt.subplots(2 if traced else 1, columns, figsize=(3.6 * columns, 8 if traced else 4), squeeze=False)
+    used = [*axes[0][: len(panels)], *(axes[1][: len(heads) + 1] if traced else [])]
+    for ax in axes.flat:
+        if not any(ax is other for other in used):
+            ax.axis("off")
+    for ax, (title, data) in zip([*axes[0][: len(panels)], *(axes[1][: len(heads)] if traced else [])], panels + heads):
         weights = "weighting" in title
         image = ax.imshow(data.T.numpy(), aspect="auto", origin="lower", interpolation="nearest",
                           cmap="magma" if weights else "Greys", vmin=0, vmax=1 if not weights else None)  # fmt: skip
@@ -82,7 +89,7 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
         ax.set_ylabel("memory row" if weights else "channel")
         figure.colorbar(image, ax=ax, fraction=0.046)
     if traced:
-        ax = axes[0][-1]
+        ax = axes[1][len(heads)]
         image = ax.imshow(traced["memory"][0].numpy(), aspect="auto", origin="lower", interpolation="nearest", cmap="RdBu_r")
         ax.set_title("memory after the input")
         ax.set_xlabel("column (M)")

@@ -268,7 +268,7 @@ def test_repeat_copy_eval_sets_fixed_and_named():
 
 
 def test_eval_sets_without_generalisation_sets():
-    sets = repeat_task(eval_batches=1, eval_batch_size=1).eval_sets()
+    sets = repeat_task(eval_lengths=[], eval_repeats=[], eval_batches=1, eval_batch_size=1).eval_sets()
     assert list(sets) == ["train"]
 
 

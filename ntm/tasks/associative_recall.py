@@ -17,7 +17,7 @@ class AssociativeRecallConfig(TaskConfig):
     item_len: int = 3  # vectors per item
     min_items: int = 2
     max_items: int = 6
-    eval_items: list[int] = field(default_factory=list)  # generalisation item counts
+    eval_items: list[int] = field(default_factory=lambda: [7, 8, 9, 10, 11, 12])  # generalisation item counts
     paper_lstm_size: ClassVar[int] = 256
 
     def check(self, prefix: str = "task") -> None:

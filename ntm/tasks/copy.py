@@ -1,6 +1,6 @@
 """Copy (Graves et al. 2014, 4.1): read a sequence of random bit vectors, then write it back."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -11,6 +11,7 @@ from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig
 @dataclass
 class CopyConfig(SequenceConfig):
     name: str = "copy"
+    eval_lengths: list[int] = field(default_factory=lambda: [40, 80, 120])
     paper_lstm_size: ClassVar[int] = 256
 
     def memory_profile(self, prefix: str = "task") -> MemoryProfile:

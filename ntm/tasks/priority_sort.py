@@ -16,7 +16,7 @@ class PrioritySortConfig(TaskConfig):
     seq_width: int = 8  # bits per vector
     num_inputs: int = 20  # vectors read
     num_outputs: int = 16  # highest-priority vectors written
-    eval_inputs: list[int] = field(default_factory=list)  # generalisation: more vectors read, num_outputs written
+    eval_inputs: list[int] = field(default_factory=lambda: [30])  # generalisation: more vectors read, as many written
     converge_threshold: float = 1.0  # error bits per sequence (conf/task/priority_sort.yaml says why)
     paper_lstm_size: ClassVar[int] = 128
 

@@ -12,9 +12,11 @@ from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig
 @dataclass
 class RepeatCopyConfig(SequenceConfig):
     name: str = "repeat_copy"
+    max_len: int = 10
+    eval_lengths: list[int] = field(default_factory=lambda: [20])  # generalisation lengths at max_repeats
     min_repeats: int = 1
     max_repeats: int = 10
-    eval_repeats: list[int] = field(default_factory=list)  # generalisation repeat counts at max_len
+    eval_repeats: list[int] = field(default_factory=lambda: [20])  # generalisation repeat counts at max_len
     paper_lstm_size: ClassVar[int] = 512
 
     def check(self, prefix: str = "task") -> None:
