@@ -64,8 +64,8 @@ class NTMConfig:
             f"<= (model.memory.n - 1) / 2 = {(self.memory.n - 1) // 2}",
         )
 
-    def activation_bytes(self, batch_size: int) -> float:
-        """Bytes one training time step holds until backward.
+    def activation_bytes(self, batch_size: int, task: TaskConfig) -> float:
+        """Bytes one training time step holds until backward (the NTM's sizes do not depend on the task).
 
         Fitted to measurements on CPU (torch 2.13, resident memory over 2,000-step sequences):
         per sequence, copies of the memory and the weightings dominate; per step, autograd's
@@ -77,11 +77,11 @@ class NTMConfig:
         floats = n * m * (3.1 + 1.9 * (writes - 1)) + 7.7 * n * heads + 8 * self.controller_size * self.controller_layers
         return 4 * batch_size * (floats + 300) + 50_000 * heads
 
-    def build(self, input_size: int, output_size: int) -> NTM:
+    def build(self, task: Task) -> NTM:
         """The model this config describes, sized for a task."""
         return NTM(
-            input_size,
-            output_size,
+            task.input_size,
+            task.output_size,
             controller=self.controller,
             controller_size=self.controller_size,
             controller_layers=self.controller_layers,
@@ -94,6 +94,35 @@ class NTMConfig:
             shift_range=self.shift_range,
             controller_clip=self.controller_clip,
         )
+
+
+@dataclass
+class LSTMConfig:
+    """The paper's LSTM baseline: `layers` stacked LSTM layers of `size` units (ntm.lstm)."""
+
+    name: str = "lstm"
+    size: int | None = None  # units per layer; None: the paper's for the task (the task's paper_lstm_size)
+    layers: int = 3
+
+    def check(self, prefix: str = "model") -> None:
+        require(self.size is None or self.size > 0, f"{prefix}.size", self.size, "> 0, or null for the paper's size for the task")
+        positive(prefix, self, "layers")
+
+    def size_for(self, task: TaskConfig) -> int:
+        return self.size if self.size is not None else task.paper_lstm_size
+
+    def activation_bytes(self, batch_size: int, task: TaskConfig) -> float:
+        """Bytes one training time step holds until backward.
+
+        Fitted to measurements on CPU (torch 2.13, oneDNN's LSTM, resident memory over 2,000-
+        to 4,000-step sequences): about 19 floats per unit, layer and sequence, and some 23 kB
+        per step whatever the size; autograd saves 16.5 of those floats.
+        """
+        return 4 * batch_size * 20 * self.layers * self.size_for(task) + 25_000
+
+    def build(self, task: Task) -> LSTM:
+        """The model this config describes, sized for a task."""
+        return LSTM(task.input_size, task.output_size, size=self.size_for(task.config), layers=self.layers)
 
 
 @dataclass
@@ -128,10 +157,10 @@ class AdamConfig:
 
 
 OPTIMIZERS = {"rmsprop": RMSpropConfig, "adam": AdamConfig}
-# A model is a config dataclass with check() and build(input_size, output_size), registered here,
-# plus conf/model/NAME.yaml. The module it builds provides forward(inputs, output_steps) and
-# compile_step(**options).
-MODELS = {"ntm": NTMConfig}
+# A model is a config dataclass with check(), build(task) and activation_bytes(batch_size, task),
+# registered here, plus conf/model/NAME.yaml. The module it builds provides
+# forward(inputs, output_steps, blank_steps=None) and compile_step(**options).
+MODELS = {"ntm": NTMConfig, "lstm": LSTMConfig}
 # The schema of every option of each config group, by option name.
 GROUP_SCHEMAS = {"task": {name: task.Config for name, task in TASKS.items()}, "model": MODELS, "optimizer": OPTIMIZERS}
 
@@ -194,7 +223,7 @@ def estimate_memory(config: Config) -> float:
     """Peak bytes a run will hold: process, evaluation sets, and the longest training batch's
     activations kept for backward. Computed from the config alone, before anything is built."""
     profile = config.task.memory_profile()
-    activations = profile.longest_steps * config.model.activation_bytes(config.train.batch_size) * BACKWARD_FACTOR
+    activations = profile.longest_steps * config.model.activation_bytes(config.train.batch_size, config.task) * BACKWARD_FACTOR
     return BASE_PROCESS_BYTES + 4 * profile.eval_floats + activations
 
 
