@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ntm.config import register_configs, validate
 from ntm.errors import hydra_errors_reported, reported
+from ntm.pruning import trial_reporter
 from ntm.train import train
 
 register_configs()
@@ -28,7 +29,9 @@ def main(cfg: DictConfig) -> float:
     # A sweep job's error becomes a failed trial and the sweep goes on; a sweep job waits for
     # another process training in its folder, then returns that run's result.
     with reported(reraise=in_sweep):
-        return train(validate(cfg), hydra_config.runtime.output_dir, hydra_files, wait=in_sweep)["objective"]
+        config = validate(cfg)
+        reporter = trial_reporter(hydra_config) if in_sweep else None
+        return train(config, hydra_config.runtime.output_dir, hydra_files, wait=in_sweep, reporter=reporter)["objective"]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from ntm import run_format as fmt
 from ntm.config import Config, TrainConfig, to_container
 from ntm.errors import Interrupted
 from ntm.files import write_csv, write_json
-from ntm.model import NTM
 from ntm.snapshots import Snapshots
 from ntm.tasks import Task, make_task
 
@@ -55,7 +54,7 @@ def empty_window() -> dict:
     return {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
 
 
-def build_optimizer(config: Config, model: NTM) -> torch.optim.Optimizer:
+def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = config.optimizer
     if o.name == "rmsprop":
         return torch.optim.RMSprop(model.parameters(), lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
@@ -67,7 +66,7 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float] | None:
+def evaluate(model: torch.nn.Module, task: Task, eval_sets: dict) -> dict[str, float] | None:
     """Mean cost per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>.
 
     None when the model's outputs are not finite: NaN logits would count as confident zeros
@@ -78,7 +77,7 @@ def evaluate(model: NTM, task: Task, eval_sets: dict) -> dict[str, float] | None
     for name, batches in eval_sets.items():
         bits = []
         for inputs, targets in batches:
-            logits = model(inputs, targets.shape[0])
+            logits = task.predict(model, inputs, targets)
             if not torch.isfinite(logits).all():
                 model.train()
                 return None
@@ -114,10 +113,10 @@ class Step(NamedTuple):
     finite: bool  # False: the loss or a gradient was NaN/Inf and no update was made
 
 
-def train_step(model: NTM, optimizer: torch.optim.Optimizer, batch: tuple, t: TrainConfig) -> Step:
-    """One optimiser step on one batch: forward, backward, the non-finite check, clipping, update."""
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: Task, batch: tuple, t: TrainConfig) -> Step:
+    """One optimiser step on one batch: forward (task.predict), backward, the non-finite check, clipping, update."""
     inputs, targets = batch
-    logits = model(inputs, targets.shape[0])
+    logits = task.predict(model, inputs, targets)
     loss = loss_fn(logits, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -134,12 +133,13 @@ def train_step(model: NTM, optimizer: torch.optim.Optimizer, batch: tuple, t: Tr
     return Step(loss, logits.detach(), True)
 
 
-def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, wait: bool = False) -> dict:
+def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, wait: bool = False, reporter=None) -> dict:
     """Train in run_dir (or resume, continue, or return a finished run's summary); returns the summary.
 
     hydra_files: Hydra's record of the run ({"overrides.yaml": text, "hydra.yaml": text}),
     written into .hydra/ beside the config once the folder's checks pass. wait: when another
-    process trains in run_dir, wait for it instead of refusing (sweep jobs).
+    process trains in run_dir, wait for it instead of refusing (sweep jobs). reporter: a pruning
+    sweep's (ntm.pruning.TrialReporter), told the cost at each evaluation; it may stop the run.
     """
     run_dir = Path(run_dir)
     with run_folder.locked(run_dir, wait=wait):
@@ -147,17 +147,17 @@ def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, 
         if start.finished is not None:
             return start.finished
         run_folder.write_record(run_dir, config, hydra_files)
-        return train_in(config, run_dir, start)
+        return train_in(config, run_dir, start, reporter)
 
 
-def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
+def train_in(config: Config, run_dir: Path, start: run_folder.Plan, reporter=None) -> dict:
     """The training loop, from scratch or from start.checkpoint; the caller holds the folder's lock."""
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(config.seed)
     task = make_task(config.task)
-    model = config.model.build(task.input_size, task.output_size)
+    model = config.model.build(task)
     if t.compile:
         model.compile_step(dynamic=False)
     optimizer = build_optimizer(config, model)
@@ -210,7 +210,7 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
         while step < t.steps:
             tick = time.perf_counter()
             batch = task.sample(t.batch_size, data_rng)
-            result = train_step(model, optimizer, batch, t)
+            result = train_step(model, optimizer, task, batch, t)
             if not result.finite:
                 status = "diverged"
                 log.warning("Diverged at step %d: stopping; the last checkpoint is kept.", step + 1)
@@ -245,6 +245,9 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
                     if converged_at is None and gap(last_eval) < config.task.converge_threshold:
                         converged_at = sequences
                         converged_time_s = wall_time + time.perf_counter() - started
+                    if reporter is not None and converged_at is None and reporter.should_stop(sequences, gap(last_eval)):
+                        status = "pruned"
+                        log.info("Pruned by the sweep at step %d (%d sequences).", step, sequences)
                 rows.append(row)
                 write_csv(run_dir / fmt.METRICS_FILE, rows)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
@@ -256,6 +259,8 @@ def train_in(config: Config, run_dir: Path, start: run_folder.Plan) -> dict:
             if snapshots and (step % snapshot_interval == 0 or step == t.steps or converged_at == sequences):
                 snapshots.record(model, step, sequences)
                 snapshots.save(run_dir)
+            if status == "pruned":
+                break
             if converged_at is not None and t.stop_at_convergence:
                 status = "converged"
                 break

@@ -1,0 +1,188 @@
+"""NTMOptunaSweeper: Optuna's ask/tell loop over Hydra's launcher, with pruning and exact totals."""
+
+import functools
+import logging
+import threading
+import time
+import warnings
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, IntUniformDistribution
+from optuna.trial import TrialState
+
+from ntm.pruning import PRUNED_ATTR, TRIAL_ENV
+
+log = logging.getLogger(__name__)
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+POLL_SECONDS = 2.0  # while waiting for trials another sweep process runs
+
+
+class RetryingGridSampler(optuna.samplers.GridSampler):
+    """optuna's GridSampler, but a failed grid point is tried again instead of counting as visited.
+
+    Never-tried points come first; then points whose trials all failed. It never stops the
+    study (the sweep loop counts trials itself), so a trial told outside Study.optimize does
+    not raise as optuna 2.10's GridSampler.after_trial does.
+    """
+
+    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
+        tried, done = set(), set()
+        for trial in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            if "grid_id" in trial.system_attrs and self._same_search_space(trial.system_attrs["search_space"]):
+                tried.add(trial.system_attrs["grid_id"])
+                if trial.state in DONE or trial.state == TrialState.RUNNING:
+                    done.add(trial.system_attrs["grid_id"])
+        every = set(range(self._n_min_trials))
+        return sorted(every - tried) or sorted(every - done) or sorted(every)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+class NTMOptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        sampler: Any,
+        pruner: Any,
+        direction: str,
+        storage: Any,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        heartbeat_interval: int,
+        params: DictConfig | None,
+    ) -> None:
+        self.sampler, self.pruner, self.direction = sampler, pruner, direction
+        self.storage_url, self.study_name = storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.heartbeat_interval = heartbeat_interval
+        self.params = params or {}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        overrides = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
+        distributions, fixed = create_params_from_overrides(overrides)
+        for name in fixed:
+            distributions.pop(name, None)
+        sampler = self.sampler
+        n_trials = self.n_trials
+        if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
+            grid = {name: grid_values(name, d) for name, d in distributions.items()}
+            sampler = RetryingGridSampler(grid)
+            n_trials = min(n_trials, len(sampler._all_grids))
+        storage = self.storage_url
+        if isinstance(storage, str):
+            # Heartbeats tell a trial left RUNNING by a killed sweep from one still running.
+            storage = optuna.storages.RDBStorage(storage, heartbeat_interval=self.heartbeat_interval)
+        # Uncached reads: the study's storage caches running trials, blind to what their jobs write.
+        self.reader = storage if isinstance(storage, optuna.storages.RDBStorage) else None
+        study = optuna.create_study(
+            study_name=self.study_name, storage=storage, sampler=sampler, direction=self.direction, load_if_exists=True,
+            pruner=self.pruner or optuna.pruners.NopPruner(),  # Hydra instantiated it (and the sampler)
+        )  # fmt: skip
+        log.info("Study %s in %s: %d trials in all, %s", study.study_name, self.storage_url, n_trials, type(sampler).__name__)
+
+        asked = 0  # a trial that fails is asked again by the next invocation, not by this one
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state in DONE for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if asked == 0:
+                budget = max(0, n_trials - done - running)
+            to_ask = min(self.n_jobs, n_trials - done - running, budget - asked)
+            if to_ask <= 0:
+                if running and done < n_trials:
+                    time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
+                    continue
+                break
+            self.run_batch(study, [study.ask() for _ in range(to_ask)], distributions, fixed)
+            asked += to_ask
+        self.save_results(study)
+
+    def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: dict) -> None:
+        job_overrides = []
+        for trial in trials:
+            for name, distribution in distributions.items():
+                trial._suggest(name, distribution)
+            params = {**trial.params, **fixed}
+            # The trial travels in Hydra's job settings: no config key, so job folders keep their names.
+            job_overrides.append((*(f"{k}={v}" for k, v in params.items()), f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"))
+        with heartbeats(study, trials, self.heartbeat_interval):
+            returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
+        failures = 0
+        for trial, job in zip(trials, returns):
+            try:
+                value = float(job.return_value)
+            except Exception as error:  # the job raised, or returned no number
+                log.warning("Trial %d failed: %s", trial.number, error)
+                study.tell(trial, state=TrialState.FAIL)
+                failures += 1
+                continue
+            if (self.reader or study._storage).get_trial_system_attrs(trial._trial_id).get(PRUNED_ATTR):
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+        if failures / len(trials) > self.max_failure_rate:
+            raise RuntimeError(
+                f"{failures} of {len(trials)} trials failed, above hydra.sweeper.max_failure_rate={self.max_failure_rate}"
+            )
+
+    def save_results(self, study: optuna.Study) -> None:
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if not done:
+            log.warning("No trial of study %s completed", study.study_name)
+            return
+        best = study.best_trial
+        log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
+        results = {"name": "ntm_optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
+        OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+def grid_values(name: str, distribution) -> list:
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntUniformDistribution):
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    raise ValueError(f"hydra.sweeper.params.{name}: a grid needs choice(...) or int range(...), not {distribution}")
+
+
+class heartbeats:
+    """Record a heartbeat for each running trial every interval while their jobs run."""
+
+    def __init__(self, study: optuna.Study, trials: list, interval: int):
+        self.storage, self.ids, self.interval = study._storage, [t._trial_id for t in trials], interval
+        self.stop = threading.Event()
+
+    def beat(self) -> None:
+        for trial_id in self.ids:
+            self.storage.record_heartbeat(trial_id)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self):
+        if self.storage.is_heartbeat_enabled():
+            self.beat()
+            self.thread = threading.Thread(target=self.run, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
