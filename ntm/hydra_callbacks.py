@@ -23,6 +23,18 @@ def _check(config: DictConfig) -> None:
         )
 
 
+def check_sweep_params(config: DictConfig) -> None:
+    """Refuse a swept key that the composed config does not have, e.g. sweep=hpo's
+    model.memory.m with model=lstm: else every job of the sweep fails on its own."""
+    choices = config.hydra.runtime.choices
+    missing = object()
+    for key in OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}:
+        name = key.lstrip("+~")
+        if name not in choices and OmegaConf.select(config, name, default=missing) is missing:
+            chosen = ", ".join(f"{group}={choices[group]}" for group in ("task", "model") if group in choices)
+            raise ConfigError(f"hydra.sweeper.params.{key} is not allowed: {name} is not a key of the composed config ({chosen})")
+
+
 class CheckBeforeWriting(Callback):
     """Refuse a bad config with one line before Hydra creates any folder.
 
@@ -36,6 +48,7 @@ class CheckBeforeWriting(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         with reported():
             _check(config)
+            check_sweep_params(config)
 
 
 class PrepareSQLiteStudy(Callback):
@@ -56,13 +69,3 @@ class PrepareSQLiteStudy(Callback):
         with open(path.with_name(path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             optuna.storages.RDBStorage(storage)
-
-
-class KeepGridSweepsGoing(Callback):
-    """Let a grid sweep go on when a trial of its last batch fails (see ntm.optuna_grid)."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        if str(OmegaConf.select(config, "hydra.sweeper.sampler._target_", default="")).endswith("GridSampler"):
-            from ntm.optuna_grid import tolerate_grid_stop
-
-            tolerate_grid_stop()

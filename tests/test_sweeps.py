@@ -50,13 +50,15 @@ def test_seeds_memory_grid_sweep_and_its_results_table(tmp_path):
 @pytest.mark.slow
 def test_hpo_sweep_is_stored_and_continued_by_the_same_command(tmp_path):
     sweep_dir = tmp_path / "hpo"
-    args = ("sweep=hpo", "hydra.sweeper.n_trials=3", "model.controller_size=choice(16,32)", "train.batch_size=choice(1,2)")
-    sweep(*args, sweep_dir=sweep_dir)
+    args = ("sweep=hpo", "model.controller_size=choice(16,32)", "train.batch_size=choice(1,2)", "hydra.sweeper.pruner=null")
+    sweep(*args, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir)
     first = trials(sweep_dir, "hpo")
     assert [t.state.name for t in first] == ["COMPLETE"] * 3
-    sweep(*args, sweep_dir=sweep_dir)
+    sweep(*args, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir)
+    assert len(trials(sweep_dir, "hpo")) == 3, "n_trials is the study's total: nothing is missing"
+    sweep(*args, "hydra.sweeper.n_trials=5", sweep_dir=sweep_dir)
     second = trials(sweep_dir, "hpo")
-    assert len(second) == 6 and [t.params for t in second[:3]] == [t.params for t in first]
+    assert len(second) == 5 and [t.params for t in second[:3]] == [t.params for t in first]
     runs = analysis.load_runs(sweep_dir)
     assert runs["run_dir"].is_unique and len(runs) == len({tuple(sorted(t.params.items())) for t in second})
 
@@ -84,7 +86,7 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
 
     sweep_dir = tmp_path / "killed"
     args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", *FAST, "train.steps=400",
-            f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+            "hydra.sweeper.heartbeat_interval=1", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 240
@@ -99,13 +101,17 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     runs = analysis.load_runs(sweep_dir)
     assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
     assert set(runs["status"]) <= {"completed", "converged"}
+    # The trials the kill left RUNNING had no heartbeat any more: they failed and were asked again.
+    states = [t.state.name for t in trials(sweep_dir, "seeds_memory")]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states
 
 
 @pytest.mark.slow
 def test_two_sweeps_share_one_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/shared.db"
-    args = ["-m", "sweep=hpo", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
-            "train.batch_size=choice(1,2)", "model.controller_size=choice(16,32)", *FAST]  # fmt: skip
+    args = ["-m", "sweep=hpo", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
+            "hydra.sweeper.pruner=null", "train.batch_size=choice(1,2)", "model.controller_size=choice(16,32)",
+            *FAST]  # fmt: skip
     processes = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={tmp_path / name}"],
@@ -120,23 +126,24 @@ def test_two_sweeps_share_one_study(tmp_path):
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
     study = optuna.load_study(study_name="shared", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4, "n_trials is the study's total, shared by both"
 
 
-def test_a_failed_trial_that_completes_the_grid_does_not_raise(monkeypatch):
-    from ntm.optuna_grid import tolerate_grid_stop
+def test_a_failed_trial_that_completes_the_grid_does_not_raise():
+    from hydra_plugins.ntm_optuna.sweeper import RetryingGridSampler
 
-    # Restored after the test: tolerate_grid_stop() patches optuna for the whole process.
-    monkeypatch.setattr(optuna.samplers.GridSampler, "after_trial", optuna.samplers.GridSampler.after_trial)
-
-    def fail_last_grid_point():
-        study = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1]}))
+    def fail_last_grid_point(sampler):
+        study = optuna.create_study(sampler=sampler)
         trial = study.ask()
         trial.suggest_categorical("x", [1])
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as the sweeper does, outside optimize()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as a sweeper does, outside optimize()
         return study
 
+    # The upstream behaviour that hydra-optuna-sweeper 1.3.0 trips over: one failed job in the
+    # last batch of a grid aborts the sweep.
     with pytest.raises(RuntimeError, match="Study.stop"):
-        fail_last_grid_point()  # the upstream behaviour this works around
-    tolerate_grid_stop()
-    assert fail_last_grid_point().trials[0].state.name == "FAIL"
+        fail_last_grid_point(optuna.samplers.GridSampler({"x": [1]}))
+    study = fail_last_grid_point(RetryingGridSampler({"x": [1]}))
+    assert study.trials[0].state.name == "FAIL"
+    retry = study.ask()
+    assert retry.suggest_categorical("x", [1]) == 1, "the failed grid point is asked again"
