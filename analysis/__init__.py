@@ -7,11 +7,19 @@
     print(analysis.render(table))
     analysis.plot_all(runs, curves, "figures/")
 
-Command line: python -m analysis PATH... [--group-by KEYS] [--csv FILE] [--markdown] [--plots DIR]
+    loaded = analysis.load("multirun/hpo")          # a hyperparameter search: runs, curves, Optuna studies
+    trials = analysis.search_table(loaded)          # one row per trial, best objective first
+    print(analysis.render(trials))
+    analysis.plot_search(trials, "figures/")        # optimization_history.png, param_effects.png
+
+Command line: python -m analysis PATH... [--trials | --groups] [--group-by KEYS] [--top N] [--wide] [--csv FILE]
+[--runs-csv FILE] [--markdown] [--plots DIR]
 """
 
 from .load import Loaded, find_run_dirs, load, load_curves, load_runs
 from .plots import plot_all
+from .search import is_search, search_table, study_importances
+from .search_plots import plot_search
 from .table import format_table, group_labels, render, results_table, varying_columns
 
 __all__ = [
@@ -19,11 +27,15 @@ __all__ = [
     "find_run_dirs",
     "format_table",
     "group_labels",
+    "is_search",
     "load",
     "load_curves",
     "load_runs",
     "plot_all",
+    "plot_search",
     "render",
     "results_table",
+    "search_table",
+    "study_importances",
     "varying_columns",
 ]

@@ -1,7 +1,11 @@
 """Find run folders below some paths and read them into pandas DataFrames.
 
 Works on folders copied from another machine: reads only the files a run writes (.hydra/*.yaml,
-summary.json, metrics.csv), never the training code or checkpoints.
+summary.json, metrics.csv, and whether .lock is held), never the training code or checkpoints.
+
+Besides the statuses of summary.json (ntm.run_format.STATUSES), a run is "running" while a process holds
+its .lock (its row holds the latest metrics.csv values; a continued run's older summary.json is ignored),
+and "unfinished" when it has no summary.json and no process holds its lock (killed or interrupted).
 """
 
 import csv
@@ -17,11 +21,18 @@ import yaml
 from ntm import run_format as fmt
 
 from .common import Report, display_path, natural_key, warn
-from .optuna_trials import join_trials
+from .optuna_trials import Study, join_trials, read_studies
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): no run can be seen running
+    fcntl = None
 
 SUMMARY_NUMBERS = set(fmt.SUMMARY_NUMBER_KEYS)
 REQUIRED_METRICS = fmt.REQUIRED_METRICS
 META_COLUMNS = ("run_dir", "overrides", "job_num")
+RUNNING, UNFINISHED = "running", "unfinished"  # statuses of runs without a final summary.json
+IN_PROGRESS = (RUNNING, UNFINISHED)
 
 try:  # the C loader is several times faster on sweeps with many runs
     _YamlLoader = yaml.CSafeLoader
@@ -45,11 +56,13 @@ class Run:
 
 @dataclass
 class Loaded:
-    """Everything read from some paths: one row per run, the long learning curves, and the problems reported."""
+    """Everything read from some paths: one row per run, the long learning curves, the problems reported, and the
+    Optuna studies found (trials joined to runs as trial.* columns)."""
 
     runs: pd.DataFrame
     curves: pd.DataFrame
     problems: list[str]
+    studies: list[Study] = field(default_factory=list)
 
 
 def load(*paths: str | Path, report: Report = warn) -> Loaded:
@@ -70,10 +83,12 @@ def load(*paths: str | Path, report: Report = warn) -> Loaded:
         except RunError as error:
             note(f"skipping {display_path(run_dir)}: {error}")
     table = runs_frame(runs)
+    studies = []
     if runs:
+        studies = read_studies([Path(p) for p in paths], [Path(run.row["run_dir"]) for run in runs], note)
         match_values = {run.row["run_dir"]: run.match_values for run in runs}
-        table = join_trials(table, match_values, [Path(p) for p in paths], note)
-    return Loaded(table, curves_frame(runs), problems)
+        table = join_trials(table, match_values, studies)
+    return Loaded(table, curves_frame(runs), problems, studies)
 
 
 def load_runs(*paths: str | Path, report: Report = warn) -> pd.DataFrame:
@@ -104,17 +119,35 @@ def find_run_dirs(*paths: str | Path) -> list[Path]:
 
 
 def read_run(run_dir: Path, note: Report = warn) -> Run:
-    """Read one run folder; raises RunError naming every problem that makes it unusable."""
+    """Read one run folder; raises RunError naming every problem that makes it unusable.
+
+    A run whose .lock is held is "running", one without summary.json and without a held lock "unfinished"
+    (noted): both get their latest metrics.csv values instead of a summary.
+    """
+    running = lock_held(run_dir)
+    unfinished = not running and not (run_dir / fmt.SUMMARY_FILE).is_file()
+    readers = [("config", read_config), ("curve", read_metrics)]
+    if not running and not unfinished:
+        readers.append(("summary", read_summary))
     parts, problems = {}, []
-    for name, reader in (("config", read_config), ("summary", read_summary), ("curve", read_metrics)):
+    for name, reader in readers:
         try:
             parts[name] = reader(run_dir)
         except RunError as error:
             problems.append(str(error))
     if problems:
         raise RunError("; ".join(problems))
-    summary, curve = parts["summary"], parts["curve"]
-    if curve is None and summary["status"] != "diverged":  # a run that diverges early may write no metrics at all
+    curve = parts["curve"]
+    if running or unfinished:
+        summary = progress_summary(curve, RUNNING if running else UNFINISHED)
+    else:
+        summary = parts["summary"]
+    if unfinished:
+        note(
+            f"{display_path(run_dir)}: unfinished (no {fmt.SUMMARY_FILE}, and no process holds its {fmt.LOCK_FILE}: "
+            "killed or interrupted?); shown with status unfinished and its last metrics"
+        )
+    elif curve is None and summary["status"] not in ("diverged", RUNNING):  # early divergence, or a run just started
         note(f"{display_path(run_dir)}: no metrics.csv rows; its learning curve is left out")
     config = flatten(parts["config"])
     overrides = read_overrides(run_dir, note)
@@ -130,6 +163,46 @@ def read_run(run_dir: Path, note: Report = warn) -> Run:
     # "matching" a trial through a default value the run never swept.
     match_values = parse_overrides(overrides) if overrides is not None else {**choices, **config}
     return Run(row, curve, list(config), match_values)
+
+
+def lock_held(run_dir: Path) -> bool:
+    """True when a live process holds run_dir/.lock (the flock training takes; the kernel drops it with the process).
+
+    Tested with a shared, non-blocking flock on a read-only descriptor, released at once: nothing is written.
+    """
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(run_dir / fmt.LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file: never trained here, or a copy without it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without flock
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken above
+    return False
+
+
+def progress_summary(curve: pd.DataFrame | None, status: str) -> dict:
+    """Summary-like values of a run without a final summary.json: the last metrics.csv row, and the latest value of
+    each evaluation column (evaluations are rarer than reports)."""
+    summary: dict = {"status": status, "final": False}
+    if curve is None or curve.empty:
+        return summary
+    last = curve.iloc[-1]
+    summary["steps"] = last["step"]
+    for key in ("sequences", "loss", "cost", "seq_per_s"):
+        if key in curve:
+            summary[key] = last[key]
+    for column in curve.columns:
+        if column.startswith(fmt.EVAL_COST_PREFIX):
+            values = curve[column].dropna()
+            summary[column] = values.iloc[-1] if not values.empty else None
+    return summary
 
 
 def read_yaml(run_dir: Path, name: str):

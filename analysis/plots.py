@@ -4,6 +4,8 @@ Figures are drawn on matplotlib Figure objects with the Agg canvas directly (no 
 changed, so this works headless and inside notebooks alike.
 """
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -28,20 +30,27 @@ def plot_all(
     Groups are those of the results table (group_by as there). A figure without data is skipped with a
     note through report. Returns the paths written.
     """
-    from matplotlib.figure import Figure  # imported here: tables and loading do not need matplotlib
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     figures = {
         "learning_curves.png": plot_learning_curves,
         "generalisation.png": plot_generalisation,
         "convergence_vs_memory.png": plot_convergence_vs_memory,
     }
+    plots = {name: partial(plot, runs=runs, curves=curves, group_by=group_by) for name, plot in figures.items()}
+    return write_figures(plots, out_dir, report)
+
+
+def write_figures(figures: dict[str, Callable], out_dir: str | Path, report: Report = warn) -> list[Path]:
+    """Draw each figure (a callable taking a matplotlib Figure) and save it as out_dir/name; one without data
+    (NoData) is skipped with a note through report. Returns the paths written."""
+    from matplotlib.figure import Figure  # imported here: tables and loading do not need matplotlib
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, plot in figures.items():
         figure = Figure(figsize=(7, 4.8), layout="constrained")
         try:
-            plot(figure, runs, curves, group_by)
+            plot(figure)
         except NoData as reason:
             report(f"skipping figure {name}: {reason}")
             continue

@@ -2,13 +2,14 @@
 
 import difflib
 import math
+import textwrap
 
 import pandas as pd
 
 from ntm import run_format as fmt
 
 from .common import natural_key
-from .load import META_COLUMNS, SUMMARY_NUMBERS
+from .load import META_COLUMNS, RUNNING, SUMMARY_NUMBERS, UNFINISHED
 
 # Grouping ignores seed (what a group aggregates over) and keys that never change results.
 IGNORED_KEYS = ("seed", *fmt.NON_RESULT_KEYS)
@@ -86,9 +87,10 @@ def eval_columns(runs: pd.DataFrame) -> list[str]:
 def results_table(runs: pd.DataFrame, group_by: str | list[str] | None = None) -> pd.DataFrame:
     """One row per group of runs (config without seed, or group_by keys): key columns, then numeric statistics.
 
-    Statistics: runs, seeds, converged (fraction), diverged (count), sequences_to_converge_{median,min,max} and
-    minutes_to_converge_{median,min,max} over the converged runs, {cost,eval_cost,eval_cost_<set>}_{mean,std},
-    objective_mean, and trial_numbers when Optuna trials were joined.
+    Statistics: runs, seeds, converged (fraction), diverged, pruned, running and unfinished (counts),
+    sequences_to_converge_{median,min,max} and minutes_to_converge_{median,min,max} over the converged runs,
+    {cost,eval_cost,eval_cost_<set>}_{mean,std} and objective_mean over the finished runs (not running or
+    unfinished), and trial_numbers when Optuna trials were joined.
     """
     if runs.empty:
         raise ValueError("no runs to tabulate")
@@ -117,19 +119,23 @@ def group_stats(group: pd.DataFrame) -> dict:
     converged = column(group, "converged_at").notna() | (status == "converged")
     sequences = pd.to_numeric(column(group, "converged_at")[converged], errors="coerce").dropna()
     minutes = (pd.to_numeric(column(group, "converged_time_s")[converged], errors="coerce") / 60).dropna()
+    finished = group[~status.isin([RUNNING, UNFINISHED])]  # results; in-progress values are only counted
     stats = {
         "runs": len(group),
         "seeds": group["seed"].nunique() if "seed" in group else len(group),
         "converged": float(converged.mean()),
         "diverged": int((status == "diverged").sum()),
+        "pruned": int(((status == "pruned") | (column(group, "trial.state") == "PRUNED")).sum()),
+        "running": int((status == RUNNING).sum()),
+        "unfinished": int((status == UNFINISHED).sum()),
         **spread("sequences_to_converge", sequences),
         **spread("minutes_to_converge", minutes),
     }
     for name in ["cost", *eval_columns(group)]:
-        values = pd.to_numeric(column(group, name), errors="coerce")
+        values = pd.to_numeric(column(finished, name), errors="coerce")
         stats[f"{name}_mean"], stats[f"{name}_std"] = values.mean(), values.std()
     if "objective" in group:
-        stats["objective_mean"] = pd.to_numeric(group["objective"], errors="coerce").mean()
+        stats["objective_mean"] = pd.to_numeric(finished["objective"], errors="coerce").mean()
     if "trial.number" in group:
         numbers = sorted(int(n) for n in group["trial.number"].dropna())
         stats["trial_numbers"] = ",".join(map(str, numbers))
@@ -147,12 +153,20 @@ def spread(name: str, values: pd.Series) -> dict:
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as short text for people: 'median [min-max]', 'mean ± std', '3/4' converged."""
+    """The results table as short text for people: 'median [min-max]', 'mean ± std', '3/4' converged, numbers to 3
+    significant digits. Running and unfinished counts appear only when some run is. A search table
+    (analysis.search_table) is formatted by analysis.search.format_search."""
+    if table.attrs.get("view") == "trials":
+        from .search import format_search
+
+        return format_search(table)
     keys = list(table.attrs.get("group_by", table.columns[: list(table.columns).index("runs")]))
     shown = pd.DataFrame({key: table[key].map(format_key) for key in keys}, index=table.index)
     shown["runs"] = table["runs"].astype(int).astype(str)
     shown["converged"] = [f"{round(f * n)}/{n}" for f, n in zip(table["converged"], table["runs"])]
-    shown["diverged"] = table["diverged"].astype(int).astype(str)
+    for name in ("diverged", "pruned", "running", "unfinished"):
+        if name in table and (name in ("diverged", "pruned") or table[name].any()):
+            shown[name] = table[name].astype(int).astype(str)
     for name, title in (("sequences_to_converge", "sequences to converge"), ("minutes_to_converge", "minutes to converge")):
         shown[title] = [format_spread(*values) for values in table[[f"{name}_{s}" for s in ("median", "min", "max")]].values]
     means = [c for c in table.columns if c.endswith("_mean") and c not in keys and c != "objective_mean"]
@@ -163,31 +177,69 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         shown["objective"] = table["objective_mean"].map(format_number)
     if "trial_numbers" in table:
         shown["trials"] = table["trial_numbers"].map(lambda text: text if len(text) <= 20 else f"{text.count(',') + 1} trials")
+    shown.attrs.update(keep=len(keys), left=keys)  # group keys: left-aligned, never left out for width
     return shown
 
 
-def render(table: pd.DataFrame, markdown: bool = False) -> str:
-    """The results table as aligned text (or a markdown pipe table)."""
+def render(table: pd.DataFrame, markdown: bool = False, width: int | None = None) -> str:
+    """The results table (or a search table) as aligned text, or a markdown pipe table.
+
+    width: the most characters a line may have; columns are left out from the right (the group keys, or a
+    search's trial, objective and status, always stay) and a last line names them.
+    """
     shown = format_table(table)
+    keep = shown.attrs.get("keep", 0)
+    left = shown.attrs.get("left")
+    text, hidden = fit_width(shown, markdown, width, keep, left)
+    if hidden:
+        count = f"{len(hidden)} column{'s' if len(hidden) > 1 else ''}"
+        message = f"({count} not shown at width {width}: {', '.join(hidden)}; --wide or --csv FILE for all)"
+        text += "\n" + textwrap.fill(message, width)
+    return text
+
+
+def fit_width(
+    shown: pd.DataFrame, markdown: bool, width: int | None, keep: int, left: list[str] | None = None
+) -> tuple[str, list[str]]:
+    """(the table as text, the columns left out): the rightmost columns past the first `keep` are dropped one at
+    a time until every line fits in width. left: the left-aligned columns (default: those not all numbers)."""
+    hidden = []
+    while True:
+        text = tabulate_text(shown, markdown, left)
+        too_wide = width is not None and max(map(len, text.splitlines()), default=0) > width
+        if not too_wide or len(shown.columns) <= max(keep, 1):
+            return text, hidden[::-1]
+        hidden.append(shown.columns[-1])
+        shown = shown.iloc[:, :-1]
+
+
+def tabulate_text(shown: pd.DataFrame, markdown: bool, left: list[str] | None = None) -> str:
+    """Aligned text: the left columns (default: those whose cells are not all numbers) left-aligned, others right."""
     try:
         from tabulate import tabulate
     except ImportError:  # tabulate is a soft dependency: pandas can print a plain table alone
         return shown.to_string(index=False)
+    align = ["left" if (name in left if left is not None else not looks_numeric(shown[name])) else "right" for name in shown]
     if markdown:
         shown = shown.apply(lambda texts: texts.astype(str).str.replace("|", "\\|", regex=False))
     style = "pipe" if markdown else "simple"
-    align = ["left"] * len(table.attrs.get("group_by", [])) + ["right"] * len(shown.columns)  # surplus is ignored
-    return tabulate(
-        shown, headers="keys", tablefmt=style, showindex=False, disable_numparse=True, colalign=align[: len(shown.columns)]
-    )
+    return tabulate(shown, headers="keys", tablefmt=style, showindex=False, disable_numparse=True, colalign=align)
+
+
+def looks_numeric(texts: pd.Series) -> bool:
+    """True when every cell is a formatted number (commas, '±', brackets and '-' allowed)."""
+    return bool(texts.astype(str).str.fullmatch(r"[-+0-9.,e ±\[\]/]*").all())
 
 
 def format_key(value) -> str:
-    """A group key value: 64 rather than 64.0, '-' for a key the run's config lacks."""
+    """A config value: 64 rather than 64.0, floats to 3 significant digits (0.00123, not 0.0012345678901234),
+    '-' for a key the run's config lacks."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "-"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()  # numpy scalars
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.3g}"
     return str(value)
 
 

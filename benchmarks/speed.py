@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from ntm.config import TrainConfig  # noqa: E402
 from ntm.model import NTM  # noqa: E402
-from ntm.tasks import make_task  # noqa: E402
+from ntm.tasks import Task, make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
 from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
 from ntm.train import train_step  # noqa: E402
@@ -38,10 +38,10 @@ TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
 SEED_MS_PER_SEQ = {("copy", 1): 59.0, ("copy", 8): 18.0, ("copy", 32): 8.0}
 
 
-def train_steps(model: NTM, optimizer: torch.optim.Optimizer, batches: list) -> None:
+def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batches: list) -> None:
     """The training loop's own step (ntm.train.train_step) with the default (the seed's) clipping."""
     for batch in batches:
-        if not train_step(model, optimizer, batch, TrainConfig()).finite:
+        if not train_step(model, optimizer, task, batch, TrainConfig()).finite:
             raise RuntimeError("the benchmark model diverged")
 
 
@@ -55,12 +55,12 @@ def time_path(task, batch_size: int, steps: int, repeats: int, compiled: bool) -
     generator = torch.Generator().manual_seed(0)
     batches = [task.sample(batch_size, generator) for _ in range(steps)]
     start = time.perf_counter()
-    train_steps(model, optimizer, batches[:2])
+    train_steps(model, optimizer, task, batches[:2])
     warm_up = time.perf_counter() - start
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
-        train_steps(model, optimizer, batches)
+        train_steps(model, optimizer, task, batches)
         timings.append((time.perf_counter() - start) * 1000 / (steps * batch_size))
     return statistics.median(timings), warm_up
 

@@ -6,7 +6,7 @@ analysis/ reads) does not import torch.
 
 import importlib
 
-_EXPORTS = {"NTM": "ntm.model", "NTMState": "ntm.model", "TASKS": "ntm.tasks", "make_task": "ntm.tasks"}
+_EXPORTS = {"NTM": "ntm.model", "NTMState": "ntm.model", "LSTM": "ntm.lstm", "TASKS": "ntm.tasks", "make_task": "ntm.tasks"}
 __all__ = list(_EXPORTS)
 
 

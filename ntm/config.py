@@ -272,6 +272,18 @@ def job_dirname(overrides: str) -> str:
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
 
+def for_task(task: str, values: dict) -> Any:
+    """The value for the composed task from a table in a config file, e.g.
+    `train.steps: "${for_task:${task.name},{copy: 8000, ngram: 1500}}"`: per-task settings in
+    one sweep over tasks (conf/sweep/paper.yaml)."""
+    if task not in values:
+        raise ConfigError(f"for_task: no value for task {task!r}; the table has {', '.join(values)}")
+    return values[task]
+
+
+OmegaConf.register_new_resolver("for_task", for_task, replace=True)
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; each YAML in conf/ extends one of them."""
     from hydra.core.config_store import ConfigStore

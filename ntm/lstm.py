@@ -30,8 +30,7 @@ class LSTM(nn.Module):
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero hidden and cell states, each (L, B, H)."""
-        weight = self.output.weight
-        zeros = weight.new_zeros(self.layers, batch_size, self.size)
+        zeros = self.output.weight.new_zeros(self.layers, batch_size, self.size)
         return zeros, zeros.clone()
 
     def step(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:

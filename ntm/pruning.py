@@ -26,8 +26,12 @@ class TrialReporter:
         self.trial.report(cost, step=sequences)
         if not self.trial.should_prune():
             return False
-        self.trial.study._storage.set_trial_system_attr(self.trial._trial_id, PRUNED_ATTR, True)
+        self.mark_pruned()
         return True
+
+    def mark_pruned(self) -> None:
+        """Tell the sweeper this trial's run was pruned (also when its folder held a pruned run already)."""
+        self.trial.study._storage.set_trial_system_attr(self.trial._trial_id, PRUNED_ATTR, True)
 
 
 def trial_reporter(hydra_config) -> TrialReporter | None:

@@ -56,13 +56,13 @@ def probe_batch(task: Task, recorded: dict | None, options: dict) -> tuple[str, 
 
 def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, name: str, out: Path) -> float:
     """sequence.png: input, target, output, wrong bits, the heads' weightings and the memory; returns the cost."""
-    model = config.model.build(task.input_size, task.output_size)
+    model = config.model.build(task)
     model.load_state_dict(checkpoint["model"])
     model.eval()
     inputs, targets = batch
     traced = model.trace(inputs, targets.shape[0]) if hasattr(model, "trace") else None
     with torch.no_grad():
-        logits = traced["logits"] if traced else model(inputs, targets.shape[0])
+        logits = traced["logits"] if traced else task.predict(model, inputs, targets)
     cost = task.cost(logits, targets).item()
     probs = torch.sigmoid(logits)[:, 0]
     wrong = ((logits[:, 0] >= 0).float() != targets[:, 0]).float()

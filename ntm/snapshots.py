@@ -26,11 +26,12 @@ class Snapshots:
     def record(self, model: torch.nn.Module, step: int, sequences: int) -> None:
         model.eval()
         outputs = {
-            name: torch.sigmoid(model(inputs, targets.shape[0]))[:, 0].half() for name, (inputs, targets) in self.probes.items()
+            name: torch.sigmoid(self.task.predict(model, inputs, targets))[:, 0].half()
+            for name, (inputs, targets) in self.probes.items()
         }
         costs = {
             axis: {
-                value: self.task.cost(model(inputs, targets.shape[0]), targets).mean().item()
+                value: self.task.cost(self.task.predict(model, inputs, targets), targets).mean().item()
                 for value, (inputs, targets) in sets.items()
             }
             for axis, sets in self.by_length.items()

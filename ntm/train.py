@@ -145,6 +145,8 @@ def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, 
     with run_folder.locked(run_dir, wait=wait):
         start = run_folder.plan(config, run_dir)
         if start.finished is not None:
+            if reporter is not None and start.finished["status"] == "pruned":
+                reporter.mark_pruned()  # a trial that repeats a pruned one's parameters is pruned too
             return start.finished
         run_folder.write_record(run_dir, config, hydra_files)
         return train_in(config, run_dir, start, reporter)

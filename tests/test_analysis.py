@@ -274,7 +274,6 @@ def write_broken_runs(root: Path) -> dict[str, str]:
     """Good runs good0, good1 and one broken run per kind of damage; returns {folder name: expected problem}."""
     write_run(root / "good0", {"seed": 1})
     write_run(root / "good1", {"seed": 2})
-    (write_run(root / "no_summary") / "summary.json").unlink()
     (write_run(root / "empty_summary") / "summary.json").write_text("")
     (write_run(root / "bad_summary") / "summary.json").write_text('{"status": "completed", "cost": ')
     (write_run(root / "no_status") / "summary.json").write_text('{"cost": 1.0}')
@@ -286,7 +285,6 @@ def write_broken_runs(root: Path) -> dict[str, str]:
     (write_run(root / "no_config") / ".hydra" / "config.yaml").unlink()
     (write_run(root / "bad_config") / ".hydra" / "config.yaml").write_text("seed: [1, 2\n")
     return {
-        "no_summary": "no summary.json",
         "empty_summary": "malformed summary.json (empty file)",
         "bad_summary": "malformed summary.json",
         "no_status": "status",
@@ -345,7 +343,7 @@ def test_cli_missing_path_fails_with_message(tmp_path):
 
 
 def test_cli_all_runs_broken_fails(tmp_path):
-    (write_run(tmp_path / "run") / "summary.json").unlink()
+    (write_run(tmp_path / "run") / "summary.json").write_text("{")
     result = cli(tmp_path)
     assert result.returncode == 1 and "no usable run" in result.stderr
 

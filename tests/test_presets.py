@@ -23,7 +23,7 @@ from ntm.config import Config, job_dirname, validate
 CONF = ROOT / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "preset").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 JOB_SUBDIR = "${job_dirname:${hydra.job.override_dirname}}"
 

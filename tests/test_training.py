@@ -197,8 +197,8 @@ def test_nan_gradient_with_finite_loss_diverges_and_keeps_the_last_checkpoint(tm
     built, backward_calls, outputs_finite = [], [], []
     original_build = NTMConfig.build
 
-    def build_with_nan_gradient(self, input_size, output_size):
-        model = original_build(self, input_size, output_size)
+    def build_with_nan_gradient(self, task):
+        model = original_build(self, task)
         name, param = next(iter(model.named_parameters()))
 
         def poison(grad):

@@ -9,9 +9,11 @@ from conftest import ROOT, compose_config, run_py
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from ntm.config import NTMConfig, available_memory, estimate_memory, validate
+from ntm.config import LSTMConfig, NTMConfig, available_memory, estimate_memory, validate
 from ntm.errors import ConfigError
+from ntm.lstm import LSTM
 from ntm.model import NTM
+from ntm.tasks.copy import CopyConfig
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,8 @@ def test_non_finite_numbers_are_refused(override, key):
         ),
         (
             ["task=nonexistent"],
-            "Error: In 'config': Could not find 'task/nonexistent'; Available options in 'task': copy, repeat_copy",
+            "Error: In 'config': Could not find 'task/nonexistent'; Available options in 'task': associative_recall, "
+            "copy, ngram, priority_sort, repeat_copy",
         ),
         pytest.param(
             ["task.max_len=100000"], "Error: task.max_len=100000, train.batch_size=1 need an estimated", marks=pytest.mark.slow
@@ -113,7 +116,13 @@ def test_activation_estimate_covers_what_backward_keeps(sizes, batch_size):
     for name, value in sizes.items():
         target, attr = (schema.memory, names[name].split(".")[1]) if name in names else (schema, name)
         setattr(target, attr, value)
-    model = NTM(9, 8, **sizes)
+    per_step = saved_bytes_per_step(NTM(9, 8, **sizes), batch_size, 9)
+    estimate = schema.activation_bytes(batch_size, CopyConfig())
+    assert per_step <= estimate <= 4 * per_step + 150_000 * 2 * schema.num_heads
+
+
+def saved_bytes_per_step(model, batch_size: int, input_size: int) -> float:
+    """Bytes of the storages autograd saves for backward, per time step (30 vs 10 steps)."""
     storages = {}
 
     def pack(tensor):
@@ -124,9 +133,18 @@ def test_activation_estimate_covers_what_backward_keeps(sizes, batch_size):
     def saved_bytes(steps: int) -> int:
         storages.clear()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            model(torch.rand(steps, batch_size, 9), steps)
+            model(torch.rand(steps, batch_size, input_size), steps)
         return sum(storages.values())
 
-    per_step = (saved_bytes(30) - saved_bytes(10)) / 40
-    estimate = schema.activation_bytes(batch_size)
-    assert per_step <= estimate <= 4 * per_step + 150_000 * 2 * schema.num_heads
+    return (saved_bytes(30) - saved_bytes(10)) / 40
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+@pytest.mark.parametrize("size, layers", [(None, 3), (64, 1), (256, 2), (512, 3)])
+def test_lstm_activation_estimate_covers_what_backward_keeps(size, layers, batch_size):
+    """As for the NTM: at least what autograd saves per step, and not wildly more."""
+    task = CopyConfig()  # size None: the paper's 256 for copy
+    schema = LSTMConfig(size=size, layers=layers)
+    model = LSTM(9, 8, size=schema.size_for(task), layers=layers)
+    per_step = saved_bytes_per_step(model, batch_size, 9)
+    assert per_step <= schema.activation_bytes(batch_size, task) <= 4 * per_step + 50_000

@@ -2,12 +2,14 @@
 
 import functools
 import logging
+import random
 import threading
 import time
 import warnings
 from typing import Any
 
 import optuna
+import sqlalchemy
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -77,6 +79,10 @@ class NTMOptunaSweeper(Sweeper):
         distributions, fixed = create_params_from_overrides(overrides)
         for name in fixed:
             distributions.pop(name, None)
+        # Fixed overrides go to jobs as typed (`train.progress=false`, not a re-printed `False`),
+        # so job folders are named as the command line reads; the last one of a key wins.
+        fixed_lines = {line.split("=", 1)[0].lstrip("+~"): line for line in overrides}
+        fixed = [fixed_lines[name] for name in fixed]
         sampler = self.sampler
         n_trials = self.n_trials
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
@@ -85,8 +91,7 @@ class NTMOptunaSweeper(Sweeper):
             n_trials = min(n_trials, len(sampler._all_grids))
         storage = self.storage_url
         if isinstance(storage, str):
-            # Heartbeats tell a trial left RUNNING by a killed sweep from one still running.
-            storage = optuna.storages.RDBStorage(storage, heartbeat_interval=self.heartbeat_interval)
+            storage = open_storage(storage, self.heartbeat_interval)
         # Uncached reads: the study's storage caches running trials, blind to what their jobs write.
         self.reader = storage if isinstance(storage, optuna.storages.RDBStorage) else None
         study = optuna.create_study(
@@ -115,14 +120,14 @@ class NTMOptunaSweeper(Sweeper):
             asked += to_ask
         self.save_results(study)
 
-    def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: dict) -> None:
+    def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> None:
         job_overrides = []
         for trial in trials:
             for name, distribution in distributions.items():
                 trial._suggest(name, distribution)
-            params = {**trial.params, **fixed}
+            swept = (f"{name}={value}" for name, value in trial.params.items())
             # The trial travels in Hydra's job settings: no config key, so job folders keep their names.
-            job_overrides.append((*(f"{k}={v}" for k, v in params.items()), f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"))
+            job_overrides.append((*swept, *fixed, f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"))
         with heartbeats(study, trials, self.heartbeat_interval):
             returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
         failures = 0
@@ -152,6 +157,19 @@ class NTMOptunaSweeper(Sweeper):
         log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
         results = {"name": "ntm_optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorage:
+    """The study's database, its tables created if need be. Heartbeats tell a trial left RUNNING by
+    a killed sweep from one still running. Sweeps started together on a new database race to create
+    its tables (one fails on PostgreSQL's types); creating them is idempotent, so try again."""
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval)
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def grid_values(name: str, distribution) -> list:

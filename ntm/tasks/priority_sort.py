@@ -67,8 +67,13 @@ class PrioritySortTask(Task):
         inputs[:num_inputs, :, :width] = bits
         inputs[:num_inputs, :, width] = priorities
         inputs[num_inputs, :, width + 1] = 1.0
+        return inputs, self.sort(bits, priorities)
+
+    def sort(self, bits: torch.Tensor, priorities: torch.Tensor) -> torch.Tensor:
+        """The num_outputs vectors of highest priority, highest first: bits (n, B, w) and
+        priorities (n, B) -> (num_outputs, B, w)."""
         order = priorities.argsort(dim=0, descending=True)[: self.config.num_outputs]  # (num_outputs, B)
-        return inputs, bits.gather(0, order.unsqueeze(-1).expand(-1, -1, width))
+        return bits.gather(0, order.unsqueeze(-1).expand(-1, -1, bits.shape[-1]))
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         return self.batch(self.config.num_inputs, batch_size, generator)

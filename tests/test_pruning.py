@@ -1,0 +1,172 @@
+"""Pruning inside Hydra sweeps (hydra/sweeper=ntm_optuna), on SQLite and on a real PostgreSQL server."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, TINY, run_py
+
+import analysis
+from ntm import run_format as fmt
+from ntm.config import job_dirname
+from ntm.train import DIVERGED_OBJECTIVE
+
+# Tiny jobs that report often; successive halving compares them from 10 sequences on.
+FAST = [
+    *(o for o in TINY if not o.startswith("model.memory.n")),
+    "train.steps=40",
+    "train.report_interval=5",
+    "train.eval_interval=5",
+    "hydra.sweeper.pruner.min_resource=10",
+]
+SEARCH = ["sweep=hpo", "train.batch_size=choice(1,2)", "model.controller_size=choice(16,32)", "optimizer.lr=choice(1e-4,1e-2)"]
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def sweep(sweep_dir: Path, *args: str, check: bool = True):
+    result = run_py("-m", *SEARCH, *FAST, *args, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def study_trials(storage: str, name: str = "hpo") -> list:
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+@pytest.mark.slow
+def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_continues(tmp_path):
+    sweep_dir = tmp_path / "hpo"
+    sweep(sweep_dir, "hydra.sweeper.n_trials=8")
+    storage = f"sqlite:///{sweep_dir}/optuna.db"
+    trials = study_trials(storage)
+    states = [t.state.name for t in trials]
+    assert len(trials) == 8 and "PRUNED" in states and set(states) <= {"COMPLETE", "PRUNED"}
+    for trial in trials:  # progress in sequences seen: an evaluation every 5 steps of batch_size sequences
+        assert all(step % (5 * trial.params["train.batch_size"]) == 0 for step in trial.intermediate_values)
+    runs = analysis.load_runs(sweep_dir)
+    # Trials that repeat a parameter set share its job folder (and its result).
+    pruned_sets = {tuple(sorted(t.params.items())) for t in trials if t.state.name == "PRUNED"}
+    assert (runs["status"] == "pruned").sum() == len(pruned_sets)
+    for run_dir in runs[runs["status"] == "pruned"]["run_dir"]:
+        run_dir = Path(run_dir)
+        summary = json.loads((run_dir / fmt.SUMMARY_FILE).read_text())
+        assert summary["final"] and summary["objective"] < DIVERGED_OBJECTIVE and summary["steps"] < 40
+        assert (run_dir / fmt.METRICS_FILE).read_text().splitlines()[-1].split(",")[0] == str(summary["steps"])
+        assert (run_dir / fmt.CHECKPOINT_DIR / "last.pt").exists()
+    pruned = runs[runs["status"] == "pruned"]
+    assert set(pruned["trial.state"]) == {"PRUNED"}
+    table = analysis.results_table(runs)
+    assert table["pruned"].sum() == len(pruned_sets)
+
+    # The same command again: the study has its 8 trials, nothing is trained again.
+    sweep(sweep_dir, "hydra.sweeper.n_trials=8")
+    assert len(study_trials(storage)) == 8
+    for run_dir in runs["run_dir"]:
+        assert len(json.loads((Path(run_dir) / fmt.PROVENANCE_FILE).read_text())["starts"]) == 1
+    # A larger total asks only for what is missing.
+    sweep(sweep_dir, "hydra.sweeper.n_trials=10")
+    assert len(study_trials(storage)) == 10
+
+
+@pytest.mark.slow
+def test_with_the_pruner_off_every_trial_runs_to_the_end(tmp_path):
+    sweep_dir = tmp_path / "hpo"
+    sweep(sweep_dir, "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null")
+    assert [t.state.name for t in study_trials(f"sqlite:///{sweep_dir}/optuna.db")] == ["COMPLETE"] * 4
+    assert set(analysis.load_runs(sweep_dir)["steps"]) == {40}
+
+
+@pytest.mark.slow
+def test_a_failed_grid_point_is_retried_by_the_next_invocation(tmp_path):
+    sweep_dir = tmp_path / "grid"
+    args = [
+        "-m",
+        "sweep=seeds_memory",
+        "seed=choice(1,2)",
+        "model.memory.n=choice(16)",
+        *FAST[:-1],
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    # A damaged job folder makes one grid point fail; the sweep goes on. Hydra names job folders
+    # by their sorted overrides (override_dirname), through job_dirname.
+    damaged = sweep_dir / job_dirname(",".join(sorted([*FAST[:-1], "seed=2", "model.memory.n=16"])))
+    (damaged / ".hydra").mkdir(parents=True)
+    (damaged / fmt.CONFIG_FILE).write_text("{not yaml")
+    first = run_py(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = f"sqlite:///{sweep_dir}/optuna.db"
+    assert sorted(t.state.name for t in study_trials(storage, "seeds_memory")) == ["COMPLETE", "FAIL"]
+    shutil.rmtree(damaged)
+    second = run_py(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(t.state.name for t in study_trials(storage, "seeds_memory")) == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert sorted(analysis.load_runs(sweep_dir)["seed"]) == [1, 2]
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_prunes_too(tmp_path):
+    sweep_dir = tmp_path / "hpo"
+    sweep(sweep_dir, "hydra.sweeper.n_trials=4", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    states = [t.state.name for t in study_trials(f"sqlite:///{sweep_dir}/optuna.db")]
+    assert len(states) == 4 and "PRUNED" in states
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on a Unix socket (no TCP), stopped and removed afterwards."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"no PostgreSQL server at {PG_BIN} (Debian: apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="ntm-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    if as_postgres:
+        os.chmod(root, 0o755)
+        shutil.chown(root, "postgres", "postgres")
+    with socket.socket() as probe:  # a free port number names the socket file
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = root / "data"
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_postgres, *command], check=True, capture_output=True, timeout=120)
+
+    run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+        f"-k {root} -p {port} -c listen_addresses=''", "start")  # fmt: skip
+    try:
+        run(str(PG_BIN / "createdb"), "-h", str(root), "-p", str(port), "-U", "postgres", "optuna")
+        yield f"postgresql+psycopg2://postgres@/optuna?host={root}&port={port}"
+    finally:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_share_one_study_on_postgresql(tmp_path, postgres):
+    args = ["-m", *SEARCH, *FAST, "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage='{postgres}'",
+            "hydra.sweeper.study_name=shared"]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name in ("a", "b")
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    states = [t.state.name for t in study_trials(postgres, "shared")]
+    assert len(states) == 6 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert "PRUNED" in states
+    runs = analysis.load_runs(tmp_path / "a", tmp_path / "b")
+    assert len(runs) == 6 and (runs["status"] == "pruned").sum() == states.count("PRUNED")
