@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     options = {key: getattr(args, key) for key in PROBE_OPTIONS if getattr(args, key) is not None}
     with reported():
         for path in show(args.run_dir, args.out, **options).values():
-            print(f"wrote {path}")
+            print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":
