@@ -76,10 +76,10 @@ def main() -> None:
             rows.append(run_search(name, extra, args.trials, args.seed, out))
             print(f"{name}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     base = rows[0]
-    print(
-        "| search | trials | pruned | best objective (trial) | same best config | compute s | vs no pruning | sequences | sweep wall s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = ["search", "trials", "pruned", "best objective (trial)", "same best config", "compute s", "vs no pruning",
+               "sequences", "sweep wall s"]  # fmt: skip
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for row in rows:
         print(
             f"| {row['search']} | {row['trials']} | {row['pruned']} | {row['best objective']:.4g} ({row['best trial']}) "
