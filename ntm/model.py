@@ -4,6 +4,8 @@ Shapes: T time steps, B batch, I input size, O output size, N memory rows, M row
 H all heads, R read heads, W write heads, S = 2 * shift_range + 1 shift positions.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -164,22 +166,24 @@ class NTM(nn.Module):
         logits = self.output(torch.cat([hidden, reads.reshape(batch, -1)], dim=1))
         return logits, NTMState(controller_state, reads, weights, memory)
 
-    @torch.no_grad()
-    def trace(self, inputs: torch.Tensor, output_steps: int) -> dict[str, torch.Tensor]:
-        """Run as forward() does (eagerly) and keep what figures show: "logits" (output_steps, B, O),
-        "weights" (T, B, H, N) after each step, heads in head_order, and "memory" (B, N, M) after the input."""
-        state = self.initial_state(inputs.shape[1])
-        weights, logits = [], []
-        for x in inputs:
-            _, state = self.step(x, state)
-            weights.append(state.weights)
-        memory = state.memory
-        blank = inputs.new_zeros(inputs.shape[1:])
-        for _ in range(output_steps):
-            out, state = self.step(blank, state)
-            weights.append(state.weights)
-            logits.append(out)
-        return {"logits": torch.stack(logits), "weights": torch.stack(weights), "memory": memory}
+    @contextmanager
+    def recording(self) -> Iterator[list[NTMState]]:
+        """Within it, forward() runs each time step eagerly and appends the state after it to the
+        yielded list (weightings (B, H, N) with heads in head_order, memory (B, N, M)): what
+        figures show, whatever the task's alignment of outputs."""
+        states: list[NTMState] = []
+        fast = self._step
+
+        def step(x: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
+            logits, state = self.step(x, state)
+            states.append(state)
+            return logits, state
+
+        self._step = step
+        try:
+            yield states
+        finally:
+            self._step = fast
 
     def forward(self, inputs: torch.Tensor, output_steps: int, blank_steps: int | None = None) -> torch.Tensor:
         """inputs: (T, B, I) -> logits (output_steps, B, O) of the last output_steps of the

@@ -60,9 +60,15 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
     model.load_state_dict(checkpoint["model"])
     model.eval()
     inputs, targets = batch
-    traced = model.trace(inputs, targets.shape[0]) if hasattr(model, "trace") else None
+    traced = None
     with torch.no_grad():
-        logits = traced["logits"] if traced else task.predict(model, inputs, targets)
+        if hasattr(model, "recording"):
+            with model.recording() as states:
+                logits = task.predict(model, inputs, targets)
+            weights = torch.stack([state.weights for state in states])  # (T, B, H, N)
+            traced = {"weights": weights, "memory": states[inputs.shape[0] - 1].memory}
+        else:
+            logits = task.predict(model, inputs, targets)
     cost = task.cost(logits, targets).item()
     probs = torch.sigmoid(logits)[:, 0]
     wrong = ((logits[:, 0] >= 0).float() != targets[:, 0]).float()

@@ -82,15 +82,25 @@ def test_repeat_copy_figures_have_length_and_repeat_axes(tmp_path):
     assert sorted(written) == ["cost_by_length.png", "sequence.png", "training.gif"]
 
 
-def test_traced_weightings_sum_to_one_over_memory_rows():
+def test_recorded_weightings_sum_to_one_over_memory_rows():
     task = CopyTask(CopyConfig(max_len=5))
     model = NTM(task.input_size, task.output_size, memory_n=16, memory_m=8, controller_size=16, head_order="rrw")
     inputs, targets = task.sample(3, torch.Generator().manual_seed(0))
-    traced = model.trace(inputs, targets.shape[0])
-    assert traced["weights"].shape == (inputs.shape[0] + targets.shape[0], 3, 3, 16)
-    torch.testing.assert_close(traced["weights"].sum(-1), torch.ones(traced["weights"].shape[:-1]))
-    torch.testing.assert_close(traced["logits"], model(inputs, targets.shape[0]))
-    assert traced["memory"].shape == (3, 16, 8)
+    with torch.no_grad():
+        with model.recording() as states:
+            logits = task.predict(model, inputs, targets)
+        torch.testing.assert_close(logits, task.predict(model, inputs, targets))
+    weights = torch.stack([state.weights for state in states])
+    assert weights.shape == (inputs.shape[0] + targets.shape[0], 3, 3, 16)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert states[-1].memory.shape == (3, 16, 8)
+
+
+def test_ngram_figures_follow_the_task_alignment(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in SHORT if not o.startswith("task.")]
+    train(validate(compose_config(["task=ngram", "task.seq_len=12", "task.eval_batches=2", *overrides])), run_dir)
+    assert "sequence.png" in show(run_dir, tmp_path / "figures")
 
 
 def test_snapshots_of_a_run_at_the_seed_settings_fit_the_size_budget(tmp_path):
