@@ -1,4 +1,4 @@
-"""Train one NTM on one task and write its run folder (format: ntm.run_format).
+"""Train one model (NTM or LSTM) on one task and write its run folder (format: ntm.run_format).
 
 Readable top to bottom: open the folder, set up, resume, loop, finish.
 """

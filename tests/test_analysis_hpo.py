@@ -420,6 +420,7 @@ def test_history_marks_pruned_and_diverged_trials(sweep):
     assert [tick.get_text() for tick in effects.axes[1].get_xticklabels()] == ["adam", "rmsprop"]
 
 
+@pytest.mark.slow
 def test_importances_without_scikit_learn(sweep, tmp_path):
     sweep, _ = sweep
     code = (

@@ -1,3 +1,5 @@
+import pytest
+
 """The compiled time step gives the eager reference's loss and gradients to float tolerance."""
 
 import torch
@@ -31,6 +33,7 @@ def test_compiled_step_matches_eager():
         torch.testing.assert_close(compiled_grads[name], grad, rtol=RTOL, atol=ATOL, msg=name)
 
 
+@pytest.mark.slow
 def test_many_compiled_models_in_one_process_do_not_hit_the_recompile_limit():
     """Sweep workers build one model per job; torch allows 8 recompilations of one function.
 

@@ -5,6 +5,8 @@ import re
 import pytest
 from conftest import ROOT, run_py
 
+pytestmark = pytest.mark.slow  # a run.py subprocess
+
 # The config groups a user picks from; their options are the YAML files in conf/GROUP/.
 GROUPS = ("task", "model", "optimizer", "preset", "sweep")
 

@@ -404,6 +404,7 @@ def test_every_task_trains_with_every_model(tmp_path, task, model):
         assert "optimal_cost" not in summary
 
 
+@pytest.mark.slow
 def test_run_py_trains_the_lstm_on_ngrams(tmp_path):
     run_dir = tmp_path / "run"
     result = run_py(*tiny("ngram", "lstm"), f"hydra.run.dir={run_dir}", cwd=tmp_path)

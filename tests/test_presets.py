@@ -236,6 +236,7 @@ def test_long_names_sharing_a_prefix_differ():
     assert all(name.startswith(base) for name in names)
 
 
+@pytest.mark.slow
 def test_job_name_is_the_same_in_another_process():
     # A continued sweep runs in a new process: the name must not depend on e.g. hash() seeding.
     code = (

@@ -179,6 +179,7 @@ def hold_lock(run_dir: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_folder_is_refused_at_once(tmp_path):
     holder = hold_lock(tmp_path)
     try:

@@ -62,7 +62,7 @@ def test_non_finite_numbers_are_refused(override, key):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["+model.nosuchkey=3"], "Error: model.nosuchkey is not a config key"),
+        (["+model.nosuchkey=3"], "Error: model.nosuchkey is not a config key"),  # the one kept in the fast path
         pytest.param(
             ["optimizer.lr=inf"], "Error: optimizer.lr=inf is not allowed: must be a finite number", marks=pytest.mark.slow
         ),
