@@ -1,7 +1,6 @@
-import pytest
-
 """The compiled time step gives the eager reference's loss and gradients to float tolerance."""
 
+import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
