@@ -315,16 +315,10 @@ def read_hydra(run_dir: Path) -> tuple[int | None, dict[str, str]]:
 
 def flatten(config: dict, prefix: str = "") -> dict:
     """{'model.memory.n': 128, 'task.eval_lengths': '[40, 80, 120]', ...}: nested keys dotted, lists as JSON text."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list | dict):  # lists are unhashable: text keeps them groupable and printable
-            flat[name] = json.dumps(value)
-        else:
-            flat[name] = value
-    return flat
+    # Lists are unhashable: as text they stay groupable and printable.
+    return {
+        key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in fmt.flatten(config, prefix).items()
+    }
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:

@@ -39,6 +39,23 @@ def run_py(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Com
     )
 
 
+def run_sweeps_together(args: list[str], sweep_dirs: list[Path], cwd: Path, timeout: float = 600) -> None:
+    """Start `python run.py ARGS hydra.sweep.dir=D` for each D at once; wait for all, each must succeed."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={sweep_dir}"],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for sweep_dir in sweep_dirs
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=timeout)
+        assert process.returncode == 0, stderr[-3000:]
+
+
 @pytest.fixture
 def tiny():
     return list(TINY)

@@ -5,13 +5,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, TINY, run_py
+from conftest import TINY, run_py, run_sweeps_together
 
 import analysis
 from ntm import run_format as fmt
@@ -152,19 +151,7 @@ def postgres():
 def test_two_sweep_processes_share_one_study_on_postgresql(tmp_path, postgres):
     args = ["-m", *SEARCH, *FAST, "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage='{postgres}'",
             "hydra.sweeper.study_name=shared"]  # fmt: skip
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={tmp_path / name}"],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name in ("a", "b")
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, stderr[-3000:]
+    run_sweeps_together(args, [tmp_path / "a", tmp_path / "b"], cwd=tmp_path)
     states = [t.state.name for t in study_trials(postgres, "shared")]
     assert len(states) == 6 and set(states) <= {"COMPLETE", "PRUNED"}, states
     assert "PRUNED" in states

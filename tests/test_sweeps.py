@@ -6,7 +6,7 @@ import sys
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_py
+from conftest import ROOT, TINY, run_py, run_sweeps_together
 
 import analysis
 
@@ -112,19 +112,7 @@ def test_two_sweeps_share_one_study(tmp_path):
     args = ["-m", "sweep=hpo", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
             "hydra.sweeper.pruner=null", "train.batch_size=choice(1,2)", "model.controller_size=choice(16,32)",
             *FAST]  # fmt: skip
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={tmp_path / name}"],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name in ("a", "b")
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
+    run_sweeps_together(args, [tmp_path / "a", tmp_path / "b"], cwd=tmp_path)
     study = optuna.load_study(study_name="shared", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4, "n_trials is the study's total, shared by both"
 
