@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +57,15 @@ def locked(run_dir: Path, wait: bool = False) -> Iterator[None]:
     fd = os.open(run_dir / fmt.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Analysis takes the lock shared for an instant to see whether a run is live: retry briefly.
+            for attempt in range(10):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.05)
         except BlockingIOError:
             holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "another process"
             if not wait:
