@@ -131,7 +131,10 @@ def group_stats(group: pd.DataFrame) -> dict:
         **spread("sequences_to_converge", sequences),
         **spread("minutes_to_converge", minutes),
     }
-    for name in ["cost", *eval_columns(group)]:
+    evaluated = eval_columns(group)
+    # The optimal cost (N-grams) beside the model's, where the task has one.
+    optimum = ["optimal_cost"] if "optimal_cost" in group else []
+    for name in ["cost", *evaluated[:1], *optimum, *evaluated[1:]]:
         values = pd.to_numeric(column(finished, name), errors="coerce")
         stats[f"{name}_mean"], stats[f"{name}_std"] = values.mean(), values.std()
     if "objective" in group:
@@ -171,7 +174,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         shown[title] = [format_spread(*values) for values in table[[f"{name}_{s}" for s in ("median", "min", "max")]].values]
     means = [c for c in table.columns if c.endswith("_mean") and c not in keys and c != "objective_mean"]
     for name in [c.removesuffix("_mean") for c in means]:
-        title = {"cost": "train cost", "eval_cost": "eval cost"}.get(name, f"eval {name.removeprefix('eval_cost_')}")
+        titles = {"cost": "train cost", "eval_cost": "eval cost", "optimal_cost": "optimal cost"}
+        title = titles.get(name, f"eval {name.removeprefix('eval_cost_')}")
         shown[title] = [format_mean_std(m, s) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"])]
     if "objective_mean" in table:
         shown["objective"] = table["objective_mean"].map(format_number)

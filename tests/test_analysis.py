@@ -493,3 +493,15 @@ def test_summary_numbers_are_numeric(tmp_path):
     for column in ("converged_at", "converged_time_s", "eval_cost", "objective"):
         assert runs[column].dtype.kind == "f"
     assert math.isnan(runs.sort_values("job_num")["converged_at"].iloc[3])
+
+
+def test_the_optimal_cost_stands_beside_the_models(tmp_path):
+    # N-gram runs carry the Bayes-optimal estimator's cost on the same evaluation sequences.
+    for seed, cost in ((1, 131.0), (2, 133.0)):
+        write_run(
+            tmp_path / f"ngram{seed}", {"seed": seed, "task.name": "ngram"}, summary={"eval_cost": cost, "optimal_cost": 126.0}
+        )
+    table = analysis.results_table(analysis.load_runs(tmp_path))
+    assert table["optimal_cost_mean"].tolist() == [126.0] and table["eval_cost_mean"].tolist() == [132.0]
+    shown = analysis.format_table(table)
+    assert list(shown.columns).index("optimal cost") == list(shown.columns).index("eval cost") + 1
