@@ -36,7 +36,11 @@ SEARCH = [
     "train.snapshot_interval=0",
     "train.compile=true",
 ]
-PRUNERS = {"no pruning": ["hydra.sweeper.pruner=null"], "successive halving": ["hydra/sweeper/pruner=successive_halving"]}
+PRUNERS = {
+    "no pruning": ["hydra.sweeper.pruner=null"],
+    "median (sweep=hpo's pruner)": [],
+    "successive halving": ["hydra/sweeper/pruner=successive_halving"],
+}
 
 
 def run_search(name: str, extra: list[str], trials: int, seed: int, out: Path) -> dict:
