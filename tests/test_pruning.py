@@ -17,15 +17,22 @@ from ntm import run_format as fmt
 from ntm.config import job_dirname
 from ntm.train import DIVERGED_OBJECTIVE
 
-# Tiny jobs that report often; successive halving compares them from 10 sequences on.
+# Tiny jobs that report often.
 FAST = [
     *(o for o in TINY if not o.startswith("model.memory.n")),
     "train.steps=40",
     "train.report_interval=5",
     "train.eval_interval=5",
-    "hydra.sweeper.pruner.min_resource=10",
 ]
-SEARCH = ["sweep=hpo", "train.batch_size=choice(1,2)", "model.controller_size=choice(16,32)", "optimizer.lr=choice(1e-4,1e-2)"]
+# Successive halving from 10 sequences on prunes tiny jobs surely (hpo's median waits 4,800).
+SEARCH = [
+    "sweep=hpo",
+    "hydra/sweeper/pruner=successive_halving",
+    "hydra.sweeper.pruner.min_resource=10",
+    "train.batch_size=choice(1,2)",
+    "model.controller_size=choice(16,32)",
+    "optimizer.lr=choice(1e-4,1e-2)",
+]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -91,12 +98,12 @@ def test_a_failed_grid_point_is_retried_by_the_next_invocation(tmp_path):
         "sweep=seeds_memory",
         "seed=choice(1,2)",
         "model.memory.n=choice(16)",
-        *FAST[:-1],
+        *FAST,
         f"hydra.sweep.dir={sweep_dir}",
     ]
     # A damaged job folder makes one grid point fail; the sweep goes on. Hydra names job folders
     # by their sorted overrides (override_dirname), through job_dirname.
-    damaged = sweep_dir / job_dirname(",".join(sorted([*FAST[:-1], "seed=2", "model.memory.n=16"])))
+    damaged = sweep_dir / job_dirname(",".join(sorted([*FAST, "seed=2", "model.memory.n=16"])))
     (damaged / ".hydra").mkdir(parents=True)
     (damaged / fmt.CONFIG_FILE).write_text("{not yaml")
     first = run_py(*args, cwd=tmp_path)
