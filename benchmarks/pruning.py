@@ -11,6 +11,7 @@ beside it. Run it alone on the machine: the two searches share nothing but the c
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ PRUNERS = {
 
 
 def run_search(name: str, extra: list[str], trials: int, seed: int, out: Path) -> dict:
-    sweep_dir = out / name.replace(" ", "_")
+    sweep_dir = out / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     command = [sys.executable, str(ROOT / "run.py"), "-m", *SEARCH, *extra, f"hydra.sweeper.n_trials={trials}",
                f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     start = time.perf_counter()
