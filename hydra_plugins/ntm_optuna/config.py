@@ -13,9 +13,9 @@ class MedianPrunerConfig:
     """Stop a trial whose cost is worse than the median of earlier trials at the same progress."""
 
     _target_: str = "optuna.pruners.MedianPruner"
-    n_startup_trials: int = 4  # trials that run to the end before any is pruned
+    n_startup_trials: int = 2  # trials that run to the end before any is pruned
     # Sequences a trial trains before it may be pruned: NTMs sit on a plateau before they learn.
-    n_warmup_steps: int = 4800
+    n_warmup_steps: int = 3200
     interval_steps: int = 1
     n_min_trials: int = 1
 
