@@ -391,6 +391,7 @@ def test_cli_markdown(tmp_path):
     assert lines[2].split("|")[1].strip() == "64"
 
 
+@pytest.mark.slow
 def test_cli_plots(tmp_path):
     sweep = memory_by_seed_sweep(tmp_path / "sweep")
     result = cli(sweep, "--plots", tmp_path / "figures")
@@ -455,6 +456,7 @@ def test_optuna_trials_do_not_match_other_sweeps(tmp_path):
     assert list(matched["run_dir"]) == [str((sweep / "0").resolve())]
 
 
+@pytest.mark.slow
 def test_corrupt_study_is_reported_and_skipped(tmp_path):
     sweep = memory_by_seed_sweep(tmp_path / "sweep")
     (sweep / "optuna.db").write_bytes(b"this is not a database" * 100)

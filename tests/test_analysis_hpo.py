@@ -331,6 +331,7 @@ def test_cli_shows_a_lock_held_by_another_process(tmp_path):
 # Reading studies
 
 
+@pytest.mark.slow
 def test_study_file_is_never_written(sweep, capsys, tmp_path, monkeypatch):
     sweep, _ = sweep
     with sqlite3.connect(sweep / "other.sqlite") as connection:  # Optuna would add its tables to a writable one
@@ -438,6 +439,7 @@ def test_importances_without_scikit_learn(sweep, tmp_path):
     assert (tmp_path / "figures" / "optimization_history.png").exists()
 
 
+@pytest.mark.slow
 def test_importances_with_scikit_learn(sweep, capsys, tmp_path):
     pytest.importorskip("sklearn")
     sweep, _ = sweep

@@ -19,6 +19,7 @@ def loss_and_grads(model: NTM, inputs, targets):
     return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager():
     task = CopyTask(CopyConfig(max_len=6))
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 
+import pytest
 import torch
 from conftest import compose_config, run_py
 
@@ -11,6 +12,7 @@ from ntm.config import validate
 from ntm.train import DIVERGED_OBJECTIVE, train
 
 
+@pytest.mark.slow
 def test_run_py_writes_the_run_folder(tmp_path, tiny):
     run_dir = tmp_path / "run"
     result = run_py(
@@ -33,6 +35,7 @@ def test_run_py_writes_the_run_folder(tmp_path, tiny):
     assert ckpt["step"] == 20 and {"model", "optimizer", "data_rng", "torch_rng", "config"} <= set(ckpt)
 
 
+@pytest.mark.slow
 def test_short_copy_run_learns(tmp_path, tiny):
     config = validate(compose_config([
         *tiny, "optimizer=adam", "optimizer.lr=3e-3", "train.steps=300", "train.batch_size=16",

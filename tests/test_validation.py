@@ -69,10 +69,11 @@ def test_non_finite_numbers_are_refused(override, key):
         pytest.param(
             ["model.foo=1"], "Error: Could not override 'model.foo'; Key 'foo' not in 'NTMConfig'", marks=pytest.mark.slow
         ),
-        (
+        pytest.param(
             ["task=nonexistent"],
             "Error: In 'config': Could not find 'task/nonexistent'; Available options in 'task': associative_recall, "
             "copy, ngram, priority_sort, repeat_copy",
+            marks=pytest.mark.slow,
         ),
         pytest.param(
             ["task.max_len=100000"], "Error: task.max_len=100000, train.batch_size=1 need an estimated", marks=pytest.mark.slow
