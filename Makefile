@@ -1,5 +1,5 @@
 # One command to set up, test and train: `make test`, `make train ARGS="task=repeat_copy seed=2"`.
-# Every target builds .venv on first use; .ci/run runs `make test` on a fresh clone.
+# Every target builds .venv on first use; .ci/run runs `make venv` then pytest (as `make test`) on a fresh clone.
 # The manual equivalent is in README.md (Install).
 
 SHELL := /bin/bash
