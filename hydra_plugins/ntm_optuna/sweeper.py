@@ -100,27 +100,25 @@ class NTMOptunaSweeper(Sweeper):
         )  # fmt: skip
         log.info("Study %s in %s: %d trials in all, %s", study.study_name, self.storage_url, n_trials, type(sampler).__name__)
 
-        asked = 0  # a trial that fails is asked again by the next invocation, not by this one
+        failed_here = 0  # a trial that fails is asked again by the next invocation, not by this one
         while True:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
-            done = sum(t.state in DONE for t in trials)
+            done = sum(t.state in DONE for t in trials) + failed_here
             running = sum(t.state == TrialState.RUNNING for t in trials)
-            if asked == 0:
-                budget = max(0, n_trials - done - running)
-            to_ask = min(self.n_jobs, n_trials - done - running, budget - asked)
-            if to_ask <= 0:
-                if running and done < n_trials:
-                    time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
-                    continue
+            to_ask = min(self.n_jobs, n_trials - done - running)
+            if to_ask > 0:
+                failed_here += self.run_batch(study, [study.ask() for _ in range(to_ask)], distributions, fixed)
+            elif running and done < n_trials:
+                time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
+            else:
                 break
-            self.run_batch(study, [study.ask() for _ in range(to_ask)], distributions, fixed)
-            asked += to_ask
         self.save_results(study)
 
-    def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> None:
+    def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> int:
+        """Launch one batch of trials and tell Optuna how each ended; returns how many failed."""
         job_overrides = []
         for trial in trials:
             for name, distribution in distributions.items():
@@ -128,7 +126,7 @@ class NTMOptunaSweeper(Sweeper):
             swept = (f"{name}={value}" for name, value in trial.params.items())
             # The trial travels in Hydra's job settings: no config key, so job folders keep their names.
             job_overrides.append((*swept, *fixed, f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"))
-        with heartbeats(study, trials, self.heartbeat_interval):
+        with Heartbeats(study, trials, self.heartbeat_interval):
             returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
         failures = 0
         for trial, job in zip(trials, returns):
@@ -147,6 +145,7 @@ class NTMOptunaSweeper(Sweeper):
             raise RuntimeError(
                 f"{failures} of {len(trials)} trials failed, above hydra.sweeper.max_failure_rate={self.max_failure_rate}"
             )
+        return failures
 
     def save_results(self, study: optuna.Study) -> None:
         done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -180,7 +179,7 @@ def grid_values(name: str, distribution) -> list:
     raise ValueError(f"hydra.sweeper.params.{name}: a grid needs choice(...) or int range(...), not {distribution}")
 
 
-class heartbeats:
+class Heartbeats:
     """Record a heartbeat for each running trial every interval while their jobs run."""
 
     def __init__(self, study: optuna.Study, trials: list, interval: int):
