@@ -110,12 +110,21 @@ class NTMOptunaSweeper(Sweeper):
             running = sum(t.state == TrialState.RUNNING for t in trials)
             to_ask = min(self.n_jobs, n_trials - done - running)
             if to_ask > 0:
-                failed_here += self.run_batch(study, [study.ask() for _ in range(to_ask)], distributions, fixed)
+                failed_here += self.run_batch(study, [self.ask(study) for _ in range(to_ask)], distributions, fixed)
             elif running and done < n_trials:
                 time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
             else:
                 break
         self.save_results(study)
+
+    @staticmethod
+    def ask(study: optuna.Study) -> optuna.Trial:
+        """A new trial with its first heartbeat: optuna only fails a stale trial that has one, so a
+        sweep killed before launching the trial's job must not leave it RUNNING without one."""
+        trial = study.ask()
+        if study._storage.is_heartbeat_enabled():
+            study._storage.record_heartbeat(trial._trial_id)
+        return trial
 
     def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> int:
         """Launch one batch of trials and tell Optuna how each ended; returns how many failed."""
