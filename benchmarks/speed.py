@@ -40,8 +40,9 @@ SEED_MS_PER_SEQ = {("copy", 1): 59.0, ("copy", 8): 18.0, ("copy", 32): 8.0}
 
 def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batches: list) -> None:
     """The training loop's own step (ntm.train.train_step) with the default (the seed's) clipping."""
+    t = TrainConfig()
     for batch in batches:
-        if not train_step(model, optimizer, task, batch, TrainConfig()).finite:
+        if not train_step(model, optimizer, task, batch, t.grad_clip, t.grad_clip_value).finite:
             raise RuntimeError("the benchmark model diverged")
 
 

@@ -18,6 +18,7 @@ from ntm.model import MEMORY_INITS, NTM, head_stages
 from ntm.tasks import TASKS, Task, TaskConfig
 
 GRAD_CLIPS = ("value", "norm", "none")
+COMPILE_CHOICES = ("auto", "true", "false")
 
 
 @dataclass
@@ -176,10 +177,16 @@ class TrainConfig:
     grad_clip_value: float = 10.0
     stop_at_convergence: bool = True
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
-    compile: bool = False  # torch.compile each time step (faster after a one-off compile)
+    # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
+    # one-off compile, ntm.train.use_compile). The same numbers as eager to float tolerance.
+    compile: str = "auto"
     progress: bool = True  # tqdm progress bar
     max_memory_gb: float | None = None  # refuse runs estimated to need more; None: the memory available now
     snapshot_interval: int | None = None  # steps between snapshots for figures; None: eval_interval; 0: none
+
+    def __post_init__(self) -> None:
+        # train.compile=true reaches a str field as "True" (YAML's bool, converted by OmegaConf).
+        self.compile = str(self.compile).lower()
 
     def check(self, prefix: str = "train") -> None:
         positive(prefix, self, "steps", "batch_size", "report_interval")
@@ -188,6 +195,7 @@ class TrainConfig:
             if value is not None:
                 require(value >= 0, f"{prefix}.{name}", value, ">= 0")
         one_of(prefix, self, "grad_clip", GRAD_CLIPS)
+        one_of(prefix, self, "compile", COMPILE_CHOICES)
         require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
         if self.max_memory_gb is not None:
             require(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb, "> 0 or null (the memory available)")

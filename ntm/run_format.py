@@ -147,6 +147,8 @@ def config_differences(stored: dict, current: dict, defaults: dict, ignore: tupl
 
 
 def _same(a: object, b: object) -> bool:
+    if isinstance(a, bool) != isinstance(b, bool) and isinstance(a, bool | str) and isinstance(b, bool | str):
+        return str(a).lower() == str(b).lower()  # a key that was a bool and is now a str (train.compile)
     if is_number(a) and is_number(b):
         return a == b or (math.isnan(a) and math.isnan(b))
     return a == b

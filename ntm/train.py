@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ntm import run_folder
 from ntm import run_format as fmt
 from ntm.config import Config, TrainConfig, to_container
+from ntm.ensemble import Ensemble
 from ntm.errors import Interrupted
 from ntm.files import write_csv, write_json
 from ntm.snapshots import Snapshots
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # Returned to the sweeper for a diverged run: finite (a NaN aborts an Optuna sweep) and worse
 # than any run that kept training.
 DIVERGED_OBJECTIVE = 1e6
+# train.compile=auto compiles runs of at least this many steps: the compile (about 15 s, a few
+# seconds from torch's on-disk cache) costs less than the time it saves, about 10 ms a step.
+COMPILE_AUTO_MIN_STEPS = 2000
 
 
 @contextmanager
@@ -54,37 +58,15 @@ def empty_window() -> dict:
     return {"loss": 0.0, "cost": 0.0, "sequences": 0, "time": 0.0}
 
 
-def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
     o = config.optimizer
     if o.name == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
-    return torch.optim.Adam(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+        return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
+    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, task: Task, eval_sets: dict) -> dict[str, float] | None:
-    """Mean cost per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>.
-
-    None when the model's outputs are not finite: NaN logits would count as confident zeros
-    and hide a diverged model behind a finite cost.
-    """
-    model.eval()
-    results = {}
-    for name, batches in eval_sets.items():
-        bits = []
-        for inputs, targets in batches:
-            logits = task.predict(model, inputs, targets)
-            if not torch.isfinite(logits).all():
-                model.train()
-                return None
-            bits.append(task.cost(logits, targets))
-        results["eval_cost" if name == "train" else f"eval_cost_{name}"] = torch.cat(bits).mean().item()
-    model.train()
-    return results
 
 
 def gap(results: dict) -> float:
@@ -113,7 +95,8 @@ class Step(NamedTuple):
     finite: bool  # False: the loss or a gradient was NaN/Inf and no update was made
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: Task, batch: tuple, t: TrainConfig) -> Step:
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: Task, batch: tuple, grad_clip: str,
+               grad_clip_value: float) -> Step:  # fmt: skip
     """One optimiser step on one batch: forward (task.predict), backward, the non-finite check, clipping, update."""
     inputs, targets = batch
     logits = task.predict(model, inputs, targets)
@@ -125,12 +108,21 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: T
     if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
         log.warning("Loss %s, gradient norm %s: no update made.", loss.item(), grad_norm.item())
         return Step(loss, logits.detach(), False)
-    if t.grad_clip == "value":
-        torch.nn.utils.clip_grad_value_(model.parameters(), t.grad_clip_value)
-    elif t.grad_clip == "norm":
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip_value, grad_norm)
+    if grad_clip == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
+    elif grad_clip == "norm":
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip_value, grad_norm)
     optimizer.step()
     return Step(loss, logits.detach(), True)
+
+
+class Job(NamedTuple):
+    """One run to train: its config, its folder, Hydra's record of it, its pruning reporter."""
+
+    config: Config
+    run_dir: Path
+    hydra_files: dict | None = None  # {"overrides.yaml": text, "hydra.yaml": text}, written into .hydra/
+    reporter: object = None  # a pruning sweep's ntm.pruning.TrialReporter
 
 
 def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, wait: bool = False, reporter=None) -> dict:
@@ -141,172 +133,316 @@ def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, 
     process trains in run_dir, wait for it instead of refusing (sweep jobs). reporter: a pruning
     sweep's (ntm.pruning.TrialReporter), told the cost at each evaluation; it may stop the run.
     """
-    run_dir = Path(run_dir)
-    with run_folder.locked(run_dir, wait=wait):
-        start = run_folder.plan(config, run_dir)
-        if start.finished is not None:
-            if reporter is not None and start.finished["status"] == "pruned":
-                reporter.mark_pruned()  # a trial that repeats a pruned one's parameters is pruned too
-            return start.finished
-        run_folder.write_record(run_dir, config, hydra_files)
-        return train_in(config, run_dir, start, reporter)
+    return train_together([Job(config, Path(run_dir), hydra_files, reporter)], wait=wait)[0]
 
 
-def train_in(config: Config, run_dir: Path, start: run_folder.Plan, reporter=None) -> dict:
-    """The training loop, from scratch or from start.checkpoint; the caller holds the folder's lock."""
+def train_together(jobs: list[Job], wait: bool = False) -> list[dict]:
+    """Train jobs whose configs differ at most in seed as one ensemble (ntm.ensemble); returns
+    their summaries in order. Each run folder ends as it would after an ordinary run."""
+    if len({json.dumps({**to_container(job.config), "seed": None}, sort_keys=True) for job in jobs}) > 1:
+        raise ValueError("jobs trained together must differ at most in seed")
+    summaries: list[dict | None] = [None] * len(jobs)
+    with ExitStack() as locks:
+        # Always in the same order, so that two processes locking overlapping groups cannot deadlock.
+        for job in sorted(jobs, key=lambda job: str(job.run_dir)):
+            locks.enter_context(run_folder.locked(job.run_dir, wait=wait))
+        starts: dict[int, list[tuple[int, run_folder.Plan]]] = {}
+        for i, job in enumerate(jobs):
+            start = run_folder.plan(job.config, job.run_dir)
+            if start.finished is not None:
+                if job.reporter is not None and start.finished["status"] == "pruned":
+                    job.reporter.mark_pruned()  # a trial that repeats a pruned one's parameters is pruned too
+                summaries[i] = start.finished
+                continue
+            run_folder.write_record(job.run_dir, job.config, job.hydra_files)
+            step = start.checkpoint["step"] if start.checkpoint is not None else 0
+            starts.setdefault(step, []).append((i, start))
+        # Members share one optimiser and so its step count: each group starts at one step.
+        for members in starts.values():
+            groups = [members] if can_train_together(jobs[members[0][0]].config) else [[m] for m in members]
+            for group in groups:
+                done = train_in([jobs[i] for i, _ in group], [start for _, start in group])
+                for (i, _), summary in zip(group, done):
+                    summaries[i] = summary
+    return summaries
+
+
+def can_train_together(config: Config) -> bool:
+    """Whether this model can be an ensemble's member (its time step can be vmapped)."""
+    return config.model.name == "ntm"
+
+
+def use_compile(t: TrainConfig) -> bool:
+    """train.compile: true, false, or auto: compile when the run is long enough to repay the
+    one-off compile (about 15 s, a few seconds from torch's on-disk cache)."""
+    return t.compile == "true" or (t.compile == "auto" and t.steps >= COMPILE_AUTO_MIN_STEPS)
+
+
+class Solo:
+    """One model and its optimiser, with an ensemble's interface (ntm.ensemble.Ensemble): the
+    reference path that ensembles are compared with."""
+
+    size = 1
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def step(self, task: Task, batches: list, grad_clip: str, grad_clip_value: float) -> list:
+        result = train_step(self.model, self.optimizer, task, batches[0], grad_clip, grad_clip_value)
+        return [(result.loss.detach(), result.logits, result.finite)]
+
+    def predict_shared(self, task: Task, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return task.predict(self.model, inputs, targets).unsqueeze(1)
+
+    def member(self, k: int) -> torch.nn.Module:
+        return self.model
+
+    def member_state(self, k: int) -> dict:
+        return self.model.state_dict()
+
+    def load_member(self, k: int, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def member_optimizer_state(self, k: int) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_states(self, states: list[dict]) -> None:
+        self.optimizer.load_state_dict(states[0])
+
+
+@torch.no_grad()
+def evaluate(models, task: Task, eval_sets: dict) -> list[dict[str, float] | None]:
+    """Each member's mean cost per sequence on each fixed evaluation set: eval_cost, eval_cost_<set>.
+
+    None for a member whose outputs are not finite: NaN logits would count as confident zeros
+    and hide a diverged model behind a finite cost.
+    """
+    results: list[dict | None] = [{} for _ in range(models.size)]
+    for name, batches in eval_sets.items():
+        bits = [[] for _ in range(models.size)]
+        for inputs, targets in batches:
+            logits = models.predict_shared(task, inputs, targets)
+            for k, member_logits in enumerate(logits.unbind(1)):
+                if results[k] is not None and torch.isfinite(member_logits).all():
+                    bits[k].append(task.cost(member_logits, targets))
+                else:
+                    results[k] = None
+        for k, result in enumerate(results):
+            if result is not None:
+                result["eval_cost" if name == "train" else f"eval_cost_{name}"] = torch.cat(bits[k]).mean().item()
+    return results
+
+
+class Run:
+    """One run folder's training record: what its checkpoint holds and its summary reports."""
+
+    def __init__(self, job: Job, start: run_folder.Plan, task: Task, label: str):
+        self.job, self.config, self.run_dir, self.start = job, job.config, job.run_dir, start
+        self.label = label  # prefix of its log lines: the seed, in an ensemble
+        self.data_rng = torch.Generator().manual_seed(job.config.seed)
+        self.rows, self.window = [], empty_window()
+        self.converged_at, self.converged_time_s = None, None
+        self.train_time, self.wall_time = 0.0, 0.0  # accumulated over resumed segments
+        self.status, self.last_eval, self.saved_at = "completed", {}, None
+        self.active = True
+        t = job.config.train
+        interval = t.eval_interval if t.snapshot_interval is None else t.snapshot_interval
+        self.snapshot_interval = interval
+        records = []
+        ckpt = start.checkpoint
+        if ckpt is not None:
+            self.data_rng.set_state(ckpt["data_rng"])
+            self.rows, self.window = ckpt["rows"], ckpt["window"]
+            self.converged_at, self.converged_time_s = ckpt["converged_at"], ckpt["converged_time_s"]
+            self.train_time, self.wall_time = ckpt["train_time"], ckpt["wall_time"]
+            records = ckpt.get("snapshots", [])
+            write_csv(self.run_dir / fmt.METRICS_FILE, self.rows)
+            log.info("%sResumed from %s at step %d (%d sequences).", label,
+                     self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
+        self.snapshots = Snapshots(task, records) if interval else None
+
+    def save_checkpoint(self, models, k: int, step: int, sequences: int, started: float) -> None:
+        if self.saved_at == step:
+            return  # keep previous.pt one checkpoint older, not a copy of last.pt
+        self.saved_at = step
+        run_folder.save_checkpoint(self.run_dir, {
+            "config": to_container(self.config), "model": models.member_state(k),
+            "optimizer": models.member_optimizer_state(k),
+            "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "step": step, "sequences": sequences, "rows": self.rows, "window": self.window,
+            "converged_at": self.converged_at, "converged_time_s": self.converged_time_s,
+            "train_time": self.train_time, "wall_time": self.wall_time + time.perf_counter() - started,
+            "snapshots": self.snapshots.records if self.snapshots else [],
+        })  # fmt: skip
+
+    def summary(self, step: int, sequences: int, started: float) -> dict:
+        # Final: more train.steps cannot continue it. A run that converged but went on to its step
+        # budget (stop_at_convergence=false) stopped at the budget, and can be continued.
+        status = self.status
+        final = status != "completed"
+        if self.converged_at is not None and status == "completed":
+            status = "converged"
+        last = self.rows[-1] if self.rows else {}
+        summary = {
+            "status": status,
+            "final": final,
+            "format_version": fmt.FORMAT_VERSION,
+            "steps": step,
+            "sequences": sequences,
+            "loss": last.get("loss"),
+            "cost": last.get("cost"),
+            "eval_cost": None,  # replaced by the last evaluation, if there was one
+            **self.last_eval,
+            "converged_at": self.converged_at,
+            "converged_time_s": self.converged_time_s,
+            "wall_time_s": self.wall_time + time.perf_counter() - started,
+            "seq_per_s": sequences / (self.train_time + self.window["time"]) if sequences else None,
+            "continued_from": self.start.continued_from,
+        }
+        summary["objective"] = objective(summary, self.config)
+        return summary
+
+
+def build_models(jobs: list[Job], task: Task):
+    """Each job's model, built with its own seed, and their optimiser: a Solo or an Ensemble."""
+    models = []
+    for job in jobs:
+        torch.manual_seed(job.config.seed)
+        models.append(job.config.model.build(task))
+    config = jobs[0].config
+    compile_step = use_compile(config.train)
+    if len(models) == 1:
+        if compile_step:
+            models[0].compile_step(dynamic=False)
+        return Solo(models[0], build_optimizer(config, models[0].parameters()))
+    return Ensemble(models, lambda params: build_optimizer(config, params), compile=compile_step)
+
+
+def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
+    """The training loop of runs that differ at most in seed, all from scratch or all from
+    checkpoints of the same step; the caller holds their folders' locks."""
+    config = jobs[0].config
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    torch.manual_seed(config.seed)
     task = make_task(config.task)
-    model = config.model.build(task)
-    if t.compile:
-        model.compile_step(dynamic=False)
-    optimizer = build_optimizer(config, model)
-    data_rng = torch.Generator().manual_seed(config.seed)
+    models = build_models(jobs, task)
     eval_sets = task.eval_sets()
     references = task.reference_costs(eval_sets)
-    snapshot_interval = t.eval_interval if t.snapshot_interval is None else t.snapshot_interval
+    together = len(jobs) > 1
+    runs = [Run(job, start, task, f"[seed {job.config.seed}] " if together else "") for job, start in zip(jobs, starts)]
 
-    step, sequences, rows, snapshot_records = 0, 0, [], []
-    converged_at, converged_time_s = None, None
-    train_time, wall_time = 0.0, 0.0  # accumulated over resumed segments
-    window = empty_window()
-    ckpt = start.checkpoint
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        data_rng.set_state(ckpt["data_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        step, sequences, rows, window = ckpt["step"], ckpt["sequences"], ckpt["rows"], ckpt["window"]
-        converged_at, converged_time_s = ckpt["converged_at"], ckpt["converged_time_s"]
-        train_time, wall_time = ckpt["train_time"], ckpt["wall_time"]
-        snapshot_records = ckpt.get("snapshots", [])
-        write_csv(run_dir / fmt.METRICS_FILE, rows)
-        log.info("Resumed from %s at step %d (%d sequences).", run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name,
-                 step, sequences)  # fmt: skip
+    step, sequences = 0, 0
+    checkpoints = [start.checkpoint for start in starts]
+    if checkpoints[0] is not None:
+        for k, ckpt in enumerate(checkpoints):
+            models.load_member(k, ckpt["model"])
+        models.load_optimizer_states([ckpt["optimizer"] for ckpt in checkpoints])
+        torch.set_rng_state(checkpoints[0]["torch_rng"])
+        step, sequences = checkpoints[0]["step"], checkpoints[0]["sequences"]
 
-    config_dict = to_container(config)
-    snapshots = Snapshots(task, snapshot_records) if snapshot_interval else None
-
-    saved_at = None
-
-    def save_checkpoint() -> None:
-        nonlocal saved_at
-        if saved_at == step:
-            return  # keep previous.pt one checkpoint older, not a copy of last.pt
-        saved_at = step
-        run_folder.save_checkpoint(run_dir, {
-            "config": config_dict, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(),
-            "step": step, "sequences": sequences, "rows": rows, "window": window,
-            "converged_at": converged_at, "converged_time_s": converged_time_s,
-            "train_time": train_time, "wall_time": wall_time + time.perf_counter() - started,
-            "snapshots": snapshots.records if snapshots else [],
-        })  # fmt: skip
-
-    status, last_eval = "completed", {}
+    summaries: list[dict | None] = [None] * len(runs)
     started = time.perf_counter()
+
+    def finish(k: int, run: Run, step: int, sequences: int) -> None:
+        """Write a run's summary (after a last evaluation and checkpoint where needed)."""
+        run.active = False
+        if run.status != "diverged" and (not run.last_eval or run.rows[-1]["step"] != step):
+            run.last_eval = evaluate(models, task, eval_sets)[k]
+            if run.last_eval is None:
+                run.status, run.last_eval = "diverged", {}
+                log.warning("%sDiverged: non-finite outputs on the evaluation set at the last step %d.", run.label, step)
+            else:
+                run.last_eval.update(references)
+        if run.status != "diverged" and t.checkpoint_interval:
+            run.save_checkpoint(models, k, step, sequences, started)
+        summaries[k] = run.summary(step, sequences, started)
+        write_json(run.run_dir / fmt.SUMMARY_FILE, summaries[k])
+        log.info("%sFinished: %s", run.label, json.dumps(summaries[k]))
+
     progress = tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train")
     with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
-        while step < t.steps:
+        while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
-            batch = task.sample(t.batch_size, data_rng)
-            result = train_step(model, optimizer, task, batch, t)
-            if not result.finite:
-                status = "diverged"
-                log.warning("Diverged at step %d: stopping; the last checkpoint is kept.", step + 1)
-                break
+            batches = [task.sample(t.batch_size, run.data_rng) if run.active else None for run in runs]
+            results = models.step(task, batches, t.grad_clip, t.grad_clip_value)
             step += 1
             sequences += t.batch_size
-            window["loss"] += result.loss.item() * t.batch_size
-            window["cost"] += task.cost(result.logits, batch[1]).sum().item()
-            window["sequences"] += t.batch_size
-            window["time"] += time.perf_counter() - tick
+            seconds = time.perf_counter() - tick
             bar.update(1)
-
             evaluate_now = step == t.steps or (t.eval_interval and step % t.eval_interval == 0)
-            if step % t.report_interval == 0 or evaluate_now:
-                row = {
-                    "step": step,
-                    "sequences": sequences,
-                    "loss": window["loss"] / window["sequences"],
-                    "cost": window["cost"] / window["sequences"],
-                    "seq_per_s": window["sequences"] / window["time"],
-                }
-                train_time += window["time"]
-                window = empty_window()
-                if evaluate_now:
-                    last_eval = evaluate(model, task, eval_sets)
-                    if last_eval is None:
-                        status, last_eval = "diverged", {}
-                        log.warning("Diverged at step %d: non-finite outputs on the evaluation set; stopping.", step)
-                        break
-                    last_eval.update(references)
-                    row.update(last_eval)
-                    if converged_at is None and gap(last_eval) < config.task.converge_threshold:
-                        converged_at = sequences
-                        converged_time_s = wall_time + time.perf_counter() - started
-                    if reporter is not None and converged_at is None and reporter.should_stop(sequences, gap(last_eval)):
-                        status = "pruned"
-                        log.info("Pruned by the sweep at step %d (%d sequences).", step, sequences)
-                rows.append(row)
-                write_csv(run_dir / fmt.METRICS_FILE, rows)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
-                log.info(
-                    "step %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
-                    step, sequences, row["loss"], row["cost"], row["seq_per_s"],
-                    f"  eval_cost {last_eval['eval_cost']:.3f}" if evaluate_now else "",
-                )  # fmt: skip
-            if snapshots and (step % snapshot_interval == 0 or step == t.steps or converged_at == sequences):
-                snapshots.record(model, step, sequences)
-                snapshots.save(run_dir)
-            if status == "pruned":
-                break
-            if converged_at is not None and t.stop_at_convergence:
-                status = "converged"
-                break
-            if t.checkpoint_interval and step % t.checkpoint_interval == 0:
-                save_checkpoint()
-            if signals:
-                save_checkpoint()
+            evals = evaluate(models, task, eval_sets) if evaluate_now else None
+            for k, (run, result, batch) in enumerate(zip(runs, results, batches)):
+                if not run.active:
+                    continue
+                loss, logits, finite = result
+                if not finite:
+                    run.status = "diverged"
+                    log.warning("%sDiverged at step %d: stopping; the last checkpoint is kept.", run.label, step)
+                    finish(k, run, step - 1, sequences - t.batch_size)  # the step made no update
+                    continue
+                w = run.window
+                w["loss"] += loss.item() * t.batch_size
+                w["cost"] += task.cost(logits, batch[1]).sum().item()
+                w["sequences"] += t.batch_size
+                w["time"] += seconds
+                if step % t.report_interval == 0 or evaluate_now:
+                    row = {
+                        "step": step,
+                        "sequences": sequences,
+                        "loss": w["loss"] / w["sequences"],
+                        "cost": w["cost"] / w["sequences"],
+                        "seq_per_s": w["sequences"] / w["time"],
+                    }
+                    run.train_time += w["time"]
+                    run.window = empty_window()
+                    if evaluate_now:
+                        run.last_eval = evals[k]
+                        if run.last_eval is None:
+                            run.status, run.last_eval = "diverged", {}
+                            log.warning("%sDiverged at step %d: non-finite outputs on the evaluation set; stopping.",
+                                        run.label, step)  # fmt: skip
+                            finish(k, run, step, sequences)
+                            continue
+                        run.last_eval.update(references)
+                        row.update(run.last_eval)
+                        if run.converged_at is None and gap(run.last_eval) < config.task.converge_threshold:
+                            run.converged_at = sequences
+                            run.converged_time_s = run.wall_time + time.perf_counter() - started
+                        reporter = run.job.reporter
+                        if reporter and run.converged_at is None and reporter.should_stop(sequences, gap(run.last_eval)):
+                            run.status = "pruned"
+                            log.info("%sPruned by the sweep at step %d (%d sequences).", run.label, step, sequences)
+                    run.rows.append(row)
+                    write_csv(run.run_dir / fmt.METRICS_FILE, run.rows)
+                    if not together:
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
+                    log.info(
+                        "%sstep %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
+                        run.label, step, sequences, row["loss"], row["cost"], row["seq_per_s"],
+                        f"  eval_cost {run.last_eval['eval_cost']:.3f}" if evaluate_now else "",
+                    )  # fmt: skip
+                interval = run.snapshot_interval
+                if run.snapshots and (step % interval == 0 or step == t.steps or run.converged_at == sequences):
+                    run.snapshots.record(models.member(k), step, sequences)
+                    run.snapshots.save(run.run_dir)
+                if run.status == "pruned":
+                    finish(k, run, step, sequences)
+                elif run.converged_at is not None and t.stop_at_convergence:
+                    run.status = "converged"
+                    finish(k, run, step, sequences)
+                elif t.checkpoint_interval and step % t.checkpoint_interval == 0:
+                    run.save_checkpoint(models, k, step, sequences, started)
+            if signals and any(run.active for run in runs):
+                for k, run in enumerate(runs):
+                    if run.active:
+                        run.save_checkpoint(models, k, step, sequences, started)
+                folders = ", ".join(str(run.run_dir / fmt.CHECKPOINT_DIR) for run in runs if run.active)
                 raise Interrupted(
                     f"Stopped by {signal.Signals(signals[0]).name} at step {step}; saved a checkpoint in "
-                    f"{run_dir / fmt.CHECKPOINT_DIR}. Run the same command again to resume."
+                    f"{folders}. Run the same command again to resume."
                 )
-
-    if status != "diverged" and (not last_eval or rows[-1]["step"] != step):
-        last_eval = evaluate(model, task, eval_sets)
-        if last_eval is None:
-            status, last_eval = "diverged", {}
-            log.warning("Diverged: non-finite outputs on the evaluation set at the last step %d.", step)
-        else:
-            last_eval.update(references)
-    if status != "diverged" and t.checkpoint_interval:
-        save_checkpoint()
-    # Final: more train.steps cannot continue it. A run that converged but went on to its step
-    # budget (stop_at_convergence=false) stopped at the budget, and can be continued.
-    final = status != "completed"
-    if converged_at is not None and status == "completed":
-        status = "converged"
-    last = rows[-1] if rows else {}
-    summary = {
-        "status": status,
-        "final": final,
-        "format_version": fmt.FORMAT_VERSION,
-        "steps": step,
-        "sequences": sequences,
-        "loss": last.get("loss"),
-        "cost": last.get("cost"),
-        "eval_cost": None,  # replaced by the last evaluation, if there was one
-        **last_eval,
-        "converged_at": converged_at,
-        "converged_time_s": converged_time_s,
-        "wall_time_s": wall_time + time.perf_counter() - started,
-        "seq_per_s": sequences / (train_time + window["time"]) if sequences else None,
-        "continued_from": start.continued_from,
-    }
-    summary["objective"] = objective(summary, config)
-    write_json(run_dir / fmt.SUMMARY_FILE, summary)
-    log.info("Finished: %s", json.dumps(summary))
-    return summary
+    for k, run in enumerate(runs):
+        if run.active:
+            finish(k, run, step, sequences)
+    return summaries

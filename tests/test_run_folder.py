@@ -18,7 +18,7 @@ from ntm import run_folder
 from ntm import run_format as fmt
 from ntm.config import validate
 from ntm.errors import RunFolderError
-from ntm.train import DIVERGED_OBJECTIVE, train, train_in
+from ntm.train import DIVERGED_OBJECTIVE, Job, train, train_in
 
 BASE = [*TINY, "train.batch_size=2", "train.report_interval=5", "train.eval_interval=10", "train.checkpoint_interval=5"]
 
@@ -205,7 +205,7 @@ def test_a_sweep_job_waits_for_the_process_in_its_folder_then_returns_its_result
         time.sleep(1)
         assert waiter.is_alive() and not job, "the job must wait while the folder is held"
         # Meanwhile the holder trains the run, as the first sweep's job would.
-        stored = train_in(same, tmp_path, run_folder.plan(same, tmp_path))
+        stored = train_in([Job(same, tmp_path)], [run_folder.plan(same, tmp_path)])[0]
     waiter.join(timeout=120)
     assert job == stored
 

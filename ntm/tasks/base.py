@@ -77,8 +77,14 @@ class Task:
     def predict(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The model's logits aligned with targets, (T_out, B, O): the one way training,
         evaluation and snapshots run a model on a batch. By default the outputs come on blank
-        steps after the input (copy); a task answered while it reads (N-grams) overrides this."""
-        return model(inputs, targets.shape[0])
+        steps after the input (copy); a task answered while it reads (N-grams) says so in alignment()."""
+        return model(inputs, *self.alignment(inputs, targets))
+
+    def alignment(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+        """(output_steps, blank_steps) of a batch: the model reads the inputs, then blank_steps
+        blank (zero) inputs, and its last output_steps outputs answer the targets. By default the
+        answer comes on blank steps after the input (copy)."""
+        return targets.shape[0], targets.shape[0]
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         """Named evaluation sets beyond the training distribution, e.g. {"len40": [...]}."""
