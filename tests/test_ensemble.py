@@ -1,0 +1,163 @@
+"""Seeds trained as one ensemble (ntm.ensemble, ntm.train.train_together) give each seed's run
+folder the numbers of an ordinary run, to float tolerance, and stop members independently."""
+
+import csv
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+
+from ntm import run_format as fmt
+from ntm.config import validate
+from ntm.ensemble import Ensemble
+from ntm.tasks import make_task
+from ntm.train import Job, build_optimizer, train, train_step, train_together, use_compile
+
+# What "equal to an ordinary run" means: a member's per-step arithmetic is the ordinary run's,
+# batched over members (bmm instead of mm), so losses agree to float rounding.
+LOSS_RTOL = 1e-5
+STATE_ATOL = 1e-5
+
+
+def config(*overrides: str):
+    return validate(compose_config([*TINY, "train.report_interval=10", "train.eval_interval=30",
+                                    "train.checkpoint_interval=30", *overrides]))  # fmt: skip
+
+
+def losses(run_dir) -> list[float]:
+    with (run_dir / fmt.METRICS_FILE).open() as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def assert_same_run(member, ordinary) -> None:
+    torch.testing.assert_close(losses(member), losses(ordinary), rtol=LOSS_RTOL, atol=0)
+    a, b = fmt.read_summary(member), fmt.read_summary(ordinary)
+    for key in ("status", "steps", "sequences", "eval_cost", "converged_at", "final"):
+        assert a[key] == b[key], key
+    state_a = torch.load(member / "checkpoints/last.pt", weights_only=False)["model"]
+    state_b = torch.load(ordinary / "checkpoints/last.pt", weights_only=False)["model"]
+    assert list(state_a) == list(state_b)
+    for name in state_a:
+        torch.testing.assert_close(state_a[name], state_b[name], atol=STATE_ATOL, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("extra", [[], ["train.grad_clip=norm", "train.grad_clip_value=0.5", "optimizer=adam"]])
+def test_members_equal_ordinary_runs(tmp_path, extra):
+    seeds = (1, 2, 3)
+    summaries = train_together([Job(config("train.steps=60", f"seed={s}", *extra), tmp_path / f"m{s}") for s in seeds])
+    assert [s["steps"] for s in summaries] == [60] * 3
+    assert len({tuple(losses(tmp_path / f"m{s}")) for s in seeds}) == 3, "each member has its own seed"
+    for s in seeds:
+        train(config("train.steps=60", f"seed={s}", *extra), tmp_path / f"o{s}")
+        assert_same_run(tmp_path / f"m{s}", tmp_path / f"o{s}")
+
+
+def test_a_member_checkpoint_continues_as_an_ordinary_run(tmp_path):
+    train_together([Job(config("train.steps=30", f"seed={s}"), tmp_path / f"m{s}") for s in (1, 2)])
+    continued = train(config("train.steps=60", "seed=2"), tmp_path / "m2")
+    assert continued["continued_from"] == 30
+    train(config("train.steps=60", "seed=2"), tmp_path / "o2")
+    assert_same_run(tmp_path / "m2", tmp_path / "o2")
+
+
+def test_an_ensemble_resumes_every_member_and_groups_them_by_step(tmp_path):
+    # Seed 1 has a checkpoint at step 30, seed 2 a finished run, seed 3 nothing: seed 2 is
+    # returned as stored, and seeds 1 and 3 start from different steps, so they train apart.
+    train(config("train.steps=30", "seed=1"), tmp_path / "m1")
+    finished = train(config("train.steps=60", "seed=2"), tmp_path / "m2")
+    jobs = [Job(config("train.steps=60", f"seed={s}"), tmp_path / f"m{s}") for s in (1, 2, 3)]
+    summaries = train_together(jobs)
+    assert summaries[1] == finished
+    assert summaries[0]["continued_from"] == 30
+    for s in (1, 3):
+        train(config("train.steps=60", f"seed={s}"), tmp_path / f"o{s}")
+        assert_same_run(tmp_path / f"m{s}", tmp_path / f"o{s}")
+
+
+class PruneAtFirstReport:
+    def __init__(self):
+        self.reports = []
+
+    def should_stop(self, sequences, cost):
+        self.reports.append(sequences)
+        return True
+
+    def mark_pruned(self):
+        pass
+
+
+def test_members_stop_independently(tmp_path):
+    reporter = PruneAtFirstReport()
+    jobs = [Job(config("train.steps=60", f"seed={s}"), tmp_path / f"m{s}", reporter=reporter if s == 2 else None)
+            for s in (1, 2, 3)]  # fmt: skip
+    summaries = train_together(jobs)
+    assert [s["status"] for s in summaries] == ["completed", "pruned", "completed"]
+    assert [s["steps"] for s in summaries] == [60, 30, 60] and reporter.reports == [30]
+    for s in (1, 3):  # the others go on, unchanged by their pruned neighbour
+        train(config("train.steps=60", f"seed={s}"), tmp_path / f"o{s}")
+        assert_same_run(tmp_path / f"m{s}", tmp_path / f"o{s}")
+
+
+def ordinary_step(cfg, task, batch):
+    torch.manual_seed(cfg.seed)
+    model = cfg.model.build(task)
+    optimizer = build_optimizer(cfg, model.parameters())
+    result = train_step(model, optimizer, task, batch, cfg.train.grad_clip, cfg.train.grad_clip_value)
+    return result, model.state_dict()
+
+
+def test_a_diverging_member_gets_no_update_and_the_others_are_unaffected():
+    configs = [config(f"seed={s}", "train.grad_clip=norm", "train.grad_clip_value=0.1") for s in (1, 2, 3)]
+    task = make_task(configs[0].task)
+    models = []
+    for cfg in configs:
+        torch.manual_seed(cfg.seed)
+        models.append(cfg.model.build(task))
+    before = models[1].state_dict()
+    before = {k: v.clone() for k, v in before.items()}
+    ensemble = Ensemble(models, lambda params: build_optimizer(configs[0], params))
+    generator = torch.Generator().manual_seed(0)
+    batches = [task.sample(2, generator) for _ in configs]
+    poisoned = (batches[1][0].clone().fill_(float("nan")), batches[1][1])
+    results = ensemble.step(task, [batches[0], poisoned, batches[2]], "norm", 0.1)
+    assert [finite for _, _, finite in results] == [True, False, True]
+    for k in (0, 2):
+        ordinary, state = ordinary_step(configs[k], task, batches[k])
+        torch.testing.assert_close(results[k][0], ordinary.loss.detach(), rtol=LOSS_RTOL, atol=0)
+        for name, value in ensemble.member_state(k).items():
+            torch.testing.assert_close(value, state[name], atol=1e-6, rtol=0, msg=name)
+    for name, value in ensemble.member_state(1).items():
+        assert torch.equal(value, before[name]), f"{name}: the diverged member was updated"
+
+
+def test_a_member_that_finished_is_frozen():
+    cfg = config("seed=1")
+    task = make_task(cfg.task)
+    torch.manual_seed(1)
+    models = [cfg.model.build(task) for _ in range(2)]
+    ensemble = Ensemble(models, lambda params: build_optimizer(cfg, params))
+    frozen = ensemble.member_state(0)
+    batch = task.sample(2, torch.Generator().manual_seed(0))
+    results = ensemble.step(task, [None, batch], cfg.train.grad_clip, cfg.train.grad_clip_value)
+    assert results[0] is None and results[1][2]
+    assert all(torch.equal(v, frozen[k]) for k, v in ensemble.member_state(0).items())
+    assert not all(torch.equal(v, models[1].state_dict()[k]) for k, v in ensemble.member_state(1).items())
+
+
+def test_only_seeds_may_differ():
+    with pytest.raises(ValueError, match="differ at most in seed"):
+        train_together([Job(config("seed=1"), "a"), Job(config("seed=2", "optimizer.lr=0.01"), "b")])
+
+
+@pytest.mark.parametrize(("value", "steps", "expected"), [
+    ("auto", 100, False), ("auto", 50_000, True), ("true", 100, True), ("false", 50_000, False), ("True", 100, True),
+])  # fmt: skip
+def test_compile_auto_compiles_long_runs(value, steps, expected):
+    assert use_compile(config(f"train.compile={value}", f"train.steps={steps}").train) is expected
+
+
+def test_compile_refuses_other_values():
+    from ntm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.compile"):
+        config("train.compile=sometimes")
