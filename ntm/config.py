@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntm.checks import ConfigError, finite, one_of, positive, require
@@ -19,6 +20,7 @@ from ntm.tasks import TASKS, Task, TaskConfig
 
 GRAD_CLIPS = ("value", "norm", "none")
 COMPILE_CHOICES = ("auto", "true", "false")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass
@@ -180,6 +182,9 @@ class TrainConfig:
     # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
     # one-off compile, ntm.train.use_compile). The same numbers as eager to float tolerance.
     compile: str = "auto"
+    # cpu, cuda, or auto (cuda when available). Batches are drawn on the CPU, so a seed gives the
+    # same data on every device, and copied to the device.
+    device: str = "cpu"
     progress: bool = True  # tqdm progress bar
     max_memory_gb: float | None = None  # refuse runs estimated to need more; None: the memory available now
     snapshot_interval: int | None = None  # steps between snapshots for figures; None: eval_interval; 0: none
@@ -196,6 +201,9 @@ class TrainConfig:
                 require(value >= 0, f"{prefix}.{name}", value, ">= 0")
         one_of(prefix, self, "grad_clip", GRAD_CLIPS)
         one_of(prefix, self, "compile", COMPILE_CHOICES)
+        one_of(prefix, self, "device", DEVICES)
+        if self.device == "cuda":
+            require(torch.cuda.is_available(), f"{prefix}.device", self.device, "cpu or auto: this machine has no CUDA device")
         require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
         if self.max_memory_gb is not None:
             require(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb, "> 0 or null (the memory available)")

@@ -1,11 +1,14 @@
 """The job's side of a pruning sweep: report evaluation costs to its Optuna trial, stop when told.
 
 The sweeper (hydra/sweeper=ntm_optuna) gives each job its trial through Hydra's job settings,
-the environment variable TRIAL_ENV (hydra.job.env_set), never a config key: a key would change
-job folder names and the config's schema. Outside such a sweep there is no reporter.
+`hydra.job.env_set.<TRIAL_ENV>`, never a config key: a key would change job folder names and
+the config's schema. The reporter reads it from the job's Hydra config, so jobs that share one
+process (hydra/launcher=ensemble) each find their own trial. Outside such a sweep there is no reporter.
 """
 
 import os
+
+from omegaconf import OmegaConf
 
 TRIAL_ENV = "NTM_OPTUNA_TRIAL_ID"
 PRUNED_ATTR = "ntm_pruned"  # set on a trial the job stopped, so the sweeper tells it PRUNED
@@ -35,8 +38,13 @@ class TrialReporter:
 
 
 def trial_reporter(hydra_config) -> TrialReporter | None:
-    """The reporter of a job launched by the pruning sweeper, else None."""
-    trial_id = os.environ.get(TRIAL_ENV)
+    """The reporter of a job launched by the pruning sweeper, else None.
+
+    hydra_config: the job's `hydra` node (HydraConfig.get() inside a job). Its trial is in
+    hydra.job.env_set, else in the environment variable that Hydra's run_job makes of it.
+    """
+    env_set = OmegaConf.select(hydra_config, "job.env_set", default=None) or {}
+    trial_id = env_set.get(TRIAL_ENV) or os.environ.get(TRIAL_ENV)
     sweeper = hydra_config.get("sweeper", {})
     if not trial_id or not str(sweeper.get("_target_", "")).endswith("NTMOptunaSweeper"):
         return None

@@ -25,13 +25,15 @@ class Snapshots:
     @torch.no_grad()
     def record(self, model: torch.nn.Module, step: int, sequences: int) -> None:
         model.eval()
-        outputs = {
-            name: torch.sigmoid(self.task.predict(model, inputs, targets))[:, 0].half()
-            for name, (inputs, targets) in self.probes.items()
-        }
+        device = next(model.parameters()).device
+
+        def predict(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return self.task.predict(model, inputs.to(device), targets.to(device)).cpu()
+
+        outputs = {name: torch.sigmoid(predict(inputs, targets))[:, 0].half() for name, (inputs, targets) in self.probes.items()}
         costs = {
             axis: {
-                value: self.task.cost(self.task.predict(model, inputs, targets), targets).mean().item()
+                value: self.task.cost(predict(inputs, targets), targets).mean().item()
                 for value, (inputs, targets) in sets.items()
             }
             for axis, sets in self.by_length.items()

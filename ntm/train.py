@@ -116,6 +116,17 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: T
     return Step(loss, logits.detach(), True)
 
 
+def to_device(tree, device):
+    """Every tensor in nested tuples, lists and dicts moved to device."""
+    if torch.is_tensor(tree):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return type(tree)((key, to_device(value, device)) for key, value in tree.items())
+    if isinstance(tree, list | tuple):
+        return type(tree)(to_device(value, device) for value in tree)
+    return tree
+
+
 class Job(NamedTuple):
     """One run to train: its config, its folder, Hydra's record of it, its pruning reporter."""
 
@@ -266,8 +277,8 @@ class Run:
             return  # keep previous.pt one checkpoint older, not a copy of last.pt
         self.saved_at = step
         run_folder.save_checkpoint(self.run_dir, {
-            "config": to_container(self.config), "model": models.member_state(k),
-            "optimizer": models.member_optimizer_state(k),
+            "config": to_container(self.config), "model": to_device(models.member_state(k), "cpu"),
+            "optimizer": to_device(models.member_optimizer_state(k), "cpu"),
             "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state(),
             "step": step, "sequences": sequences, "rows": self.rows, "window": self.window,
             "converged_at": self.converged_at, "converged_time_s": self.converged_time_s,
@@ -303,12 +314,18 @@ class Run:
         return summary
 
 
-def build_models(jobs: list[Job], task: Task):
+def device_of(t: TrainConfig) -> torch.device:
+    if t.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(t.device)
+
+
+def build_models(jobs: list[Job], task: Task, device: torch.device):
     """Each job's model, built with its own seed, and their optimiser: a Solo or an Ensemble."""
     models = []
     for job in jobs:
         torch.manual_seed(job.config.seed)
-        models.append(job.config.model.build(task))
+        models.append(job.config.model.build(task).to(device))  # built on the CPU: the same weights everywhere
     config = jobs[0].config
     compile_step = use_compile(config.train)
     if len(models) == 1:
@@ -326,9 +343,11 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     if t.threads:
         torch.set_num_threads(t.threads)
     task = make_task(config.task)
-    models = build_models(jobs, task)
+    device = device_of(t)
+    models = build_models(jobs, task, device)
     eval_sets = task.eval_sets()
     references = task.reference_costs(eval_sets)
+    eval_sets = {name: [(i.to(device), o.to(device)) for i, o in batches] for name, batches in eval_sets.items()}
     together = len(jobs) > 1
     runs = [Run(job, start, task, f"[seed {job.config.seed}] " if together else "") for job, start in zip(jobs, starts)]
 
@@ -364,7 +383,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
         while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
-            batches = [task.sample(t.batch_size, run.data_rng) if run.active else None for run in runs]
+            batches = [to_device(task.sample(t.batch_size, run.data_rng), device) if run.active else None for run in runs]
             results = models.step(task, batches, t.grad_clip, t.grad_clip_value)
             step += 1
             sequences += t.batch_size

@@ -237,3 +237,20 @@ def test_nan_gradient_with_finite_loss_diverges_and_keeps_the_last_checkpoint(tm
     assert ckpt["step"] == 2 * ((k - 1) // 2)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert [r["step"] for r in ckpt["rows"]] == list(range(1, ckpt["step"] + 1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_train_device_cuda_is_refused_without_a_cuda_device():
+    from ntm.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"train.device='cuda' is not allowed: must be cpu or auto: this machine has no CUDA device"
+    ):
+        tiny_config("train.device=cuda")
+
+
+def test_train_device_auto_gives_the_cpu_run_here(tmp_path):
+    auto = train(tiny_config("train.steps=20", "train.device=auto"), tmp_path / "auto")
+    cpu = train(tiny_config("train.steps=20"), tmp_path / "cpu")
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert (expected_device == "cuda") or auto["loss"] == cpu["loss"]

@@ -1,0 +1,179 @@
+"""Seeds trained as one ensemble (ntm.ensemble) against one model per seed.
+
+    python benchmarks/ensemble.py                       # throughput table, K = 1, 4, 8, 16 members
+    python benchmarks/ensemble.py --sweeps 8 --steps 2000    # + 8 seeds through run.py, each launcher
+
+Throughput: ms per member-sequence of one full training step (forward, backward, clipping,
+RMSprop), seed-sized models (LSTM 100, memory 128 x 20, one read and one write head) on copy,
+the median of --repeats timings after warm-up. The ordinary model ("1 model") and each ensemble
+train on the same batches in this process, one torch thread, so their ratio holds on a noisy
+machine; "2 processes" runs two ordinary models at once, one per core, the way the joblib
+launcher runs separate seeds on this machine, and reports their combined throughput.
+
+Sweeps: `python run.py -m seed=1,..,N` with hydra/launcher=ensemble and with joblib (2 jobs at
+a time), back to back, wall time from process start to exit (compiles included).
+"""
+
+import argparse
+import json
+import multiprocessing
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ntm.config import RMSpropConfig, TrainConfig  # noqa: E402
+from ntm.ensemble import Ensemble  # noqa: E402
+from ntm.model import NTM  # noqa: E402
+from ntm.tasks import make_task  # noqa: E402
+from ntm.tasks.copy import CopyConfig  # noqa: E402
+from ntm.train import Solo  # noqa: E402
+
+CLIP = TrainConfig()  # the seed's clipping: elementwise at 10
+
+
+def optimizer_for(params) -> torch.optim.Optimizer:
+    o = RMSpropConfig()
+    return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
+
+
+def models(task, members: int, compiled: bool):
+    nets = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        nets.append(NTM(task.input_size, task.output_size))
+    if members == 1:
+        if compiled:
+            nets[0].compile_step(dynamic=False)
+        return Solo(nets[0], optimizer_for(nets[0].parameters()))
+    return Ensemble(nets, optimizer_for, compile=compiled)
+
+
+def time_members(members: int, batch_size: int, steps: int, repeats: int, compiled: bool) -> float:
+    """Median ms per member-sequence."""
+    torch.set_num_threads(1)
+    task = make_task(CopyConfig())
+    trainer = models(task, members, compiled)
+    generator = torch.Generator().manual_seed(0)
+    batches = [[task.sample(batch_size, generator)] * members for _ in range(steps)]
+    for batch in batches[:3]:  # warm-up: compiles
+        trainer.step(task, batch, CLIP.grad_clip, CLIP.grad_clip_value)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            trainer.step(task, batch, CLIP.grad_clip, CLIP.grad_clip_value)
+        timings.append((time.perf_counter() - start) * 1000 / (steps * members * batch_size))
+    return statistics.median(timings)
+
+
+def _worker(args, queue) -> None:
+    queue.put(time_members(*args))
+
+
+def time_two_processes(batch_size: int, steps: int, repeats: int, compiled: bool) -> float:
+    """Two ordinary models trained at once in two processes: ms per sequence of the pair."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_worker, args=((1, batch_size, steps, repeats, compiled), queue)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    each = [queue.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return statistics.mean(each) / 2  # two sequences in the time one process takes for one
+
+
+def throughput_table(args) -> list[str]:
+    lines = [
+        "| path | batch | 1 model ms/seq | 2 processes ms/seq | "
+        + " | ".join(f"K={k} ms/member-seq" for k in args.members)
+        + " | "
+        + " | ".join(f"K={k} vs 2 processes" for k in args.members)
+        + " |",
+        "|---|---|---|---|" + "---|" * (2 * len(args.members)),
+    ]
+    for compiled in (True, False) if args.eager else (True,):
+        for batch_size in args.batch_sizes:
+            steps = max(16, args.sequences // batch_size)
+            one = time_members(1, batch_size, steps, args.repeats, compiled)
+            pair = time_two_processes(batch_size, steps, args.repeats, compiled)
+            ensembles = [time_members(k, batch_size, max(8, steps // k), args.repeats, compiled) for k in args.members]
+            lines.append(
+                f"| {'compiled' if compiled else 'eager'} | {batch_size} | {one:.2f} | {pair:.2f} | "
+                + " | ".join(f"{e:.2f}" for e in ensembles)
+                + " | "
+                + " | ".join(f"{pair / e:.1f}x" for e in ensembles)
+                + " |"
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def run_sweep(seeds: int, launcher: list[str], overrides: list[str], sweep_dir: Path) -> tuple[float, list[dict]]:
+    start = time.perf_counter()
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", f"seed={','.join(map(str, range(1, seeds + 1)))}",
+           *launcher, "train.progress=false", f"hydra.sweep.dir={sweep_dir}", *overrides]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))]
+    return wall, summaries
+
+
+def sweep_table(args) -> list[str]:
+    launchers = {
+        "ensemble": ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2"],
+        "joblib (2 at a time)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    }
+    overrides = [f"train.steps={args.steps}", *args.overrides]
+    lines = [
+        f"{args.sweeps} seeds, `python run.py -m seed=1..{args.sweeps} {' '.join(overrides)}`",
+        "",
+        "| launcher | wall s | converged | sequences to converge (median) | final eval cost (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, launcher in launchers.items():
+            wall, summaries = run_sweep(args.sweeps, launcher, overrides, Path(tmp) / name.split()[0])
+            walls[name] = wall
+            converged = [s["converged_at"] for s in summaries if s["converged_at"] is not None]
+            median = f"{statistics.median(converged):,.0f}" if converged else "-"
+            cost = statistics.mean(s["eval_cost"] for s in summaries if s["eval_cost"] is not None)
+            lines.append(f"| {name} | {wall:.0f} | {len(converged)}/{len(summaries)} | {median} | {cost:.3f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    first, second = walls.values()
+    lines.append(f"\nensemble is {second / first:.2f}x faster (wall time)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", nargs="+", type=int, default=[4, 8, 16])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--sequences", type=int, default=128, help="sequences per model per timing")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--eager", action="store_true", help="also time the eager path")
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--sweeps", type=int, default=0, metavar="N", help="also N seeds through run.py, each launcher")
+    parser.add_argument("--steps", type=int, default=2000, help="train.steps of each sweep run")
+    parser.add_argument("overrides", nargs="*", help="extra run.py overrides for --sweeps")
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"python {platform.python_version()}, one torch thread per process")  # fmt: skip
+    lines = [] if args.no_throughput else throughput_table(args)
+    if args.sweeps:
+        lines += [""] + sweep_table(args)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
