@@ -8,7 +8,8 @@ RMSprop), seed-sized models (LSTM 100, memory 128 x 20, one read and one write h
 the median of --repeats timings after warm-up. The ordinary model ("1 model") and each ensemble
 train on the same batches in this process, one torch thread, so their ratio holds on a noisy
 machine; "2 processes" runs two ordinary models at once, one per core, the way the joblib
-launcher runs separate seeds on this machine, and reports their combined throughput.
+launcher runs separate seeds on this machine, and reports their combined throughput; the
+speed-up is against it (on a GPU, --device cuda, against the one model: processes share the GPU).
 
 Sweeps: `python run.py -m seed=1,..,N` with hydra/launcher=ensemble and with joblib (2 jobs at
 a time), back to back, wall time from process start to exit (compiles included).
@@ -35,7 +36,7 @@ from ntm.ensemble import Ensemble  # noqa: E402
 from ntm.model import NTM  # noqa: E402
 from ntm.tasks import make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
-from ntm.train import Solo  # noqa: E402
+from ntm.train import Solo, to_device  # noqa: E402
 
 CLIP = TrainConfig()  # the seed's clipping: elementwise at 10
 
@@ -45,11 +46,11 @@ def optimizer_for(params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
 
 
-def models(task, members: int, compiled: bool):
+def models(task, members: int, compiled: bool, device: str):
     nets = []
     for seed in range(members):
         torch.manual_seed(seed)
-        nets.append(NTM(task.input_size, task.output_size))
+        nets.append(NTM(task.input_size, task.output_size).to(device))
     if members == 1:
         if compiled:
             nets[0].compile_step(dynamic=False)
@@ -57,13 +58,13 @@ def models(task, members: int, compiled: bool):
     return Ensemble(nets, optimizer_for, compile=compiled)
 
 
-def time_members(members: int, batch_size: int, steps: int, repeats: int, compiled: bool) -> float:
+def time_members(members: int, batch_size: int, steps: int, repeats: int, compiled: bool, device: str = "cpu") -> float:
     """Median ms per member-sequence."""
     torch.set_num_threads(1)
     task = make_task(CopyConfig())
-    trainer = models(task, members, compiled)
+    trainer = models(task, members, compiled, device)
     generator = torch.Generator().manual_seed(0)
-    batches = [[task.sample(batch_size, generator)] * members for _ in range(steps)]
+    batches = [[to_device(task.sample(batch_size, generator), device)] * members for _ in range(steps)]
     for batch in batches[:3]:  # warm-up: compiles
         trainer.step(task, batch, CLIP.grad_clip, CLIP.grad_clip_value)
     timings = []
@@ -71,6 +72,8 @@ def time_members(members: int, batch_size: int, steps: int, repeats: int, compil
         start = time.perf_counter()
         for batch in batches:
             trainer.step(task, batch, CLIP.grad_clip, CLIP.grad_clip_value)
+        if device == "cuda":
+            torch.cuda.synchronize()
         timings.append((time.perf_counter() - start) * 1000 / (steps * members * batch_size))
     return statistics.median(timings)
 
@@ -97,21 +100,24 @@ def throughput_table(args) -> list[str]:
         "| path | batch | 1 model ms/seq | 2 processes ms/seq | "
         + " | ".join(f"K={k} ms/member-seq" for k in args.members)
         + " | "
-        + " | ".join(f"K={k} vs 2 processes" for k in args.members)
+        + " | ".join(f"K={k} speed-up" for k in args.members)
         + " |",
         "|---|---|---|---|" + "---|" * (2 * len(args.members)),
     ]
     for compiled in (True, False) if args.eager else (True,):
         for batch_size in args.batch_sizes:
             steps = max(16, args.sequences // batch_size)
-            one = time_members(1, batch_size, steps, args.repeats, compiled)
-            pair = time_two_processes(batch_size, steps, args.repeats, compiled)
-            ensembles = [time_members(k, batch_size, max(8, steps // k), args.repeats, compiled) for k in args.members]
+            one = time_members(1, batch_size, steps, args.repeats, compiled, args.device)
+            # One GPU is shared, not doubled, by two processes: there the baseline is one model.
+            pair = time_two_processes(batch_size, steps, args.repeats, compiled) if args.device == "cpu" else one
+            timed = [time_members(k, batch_size, max(8, steps // k), args.repeats, compiled, args.device)
+                     for k in args.members]  # fmt: skip
             lines.append(
-                f"| {'compiled' if compiled else 'eager'} | {batch_size} | {one:.2f} | {pair:.2f} | "
-                + " | ".join(f"{e:.2f}" for e in ensembles)
+                f"| {'compiled' if compiled else 'eager'} | {batch_size} | {one:.2f} | "
+                + (f"{pair:.2f} | " if args.device == "cpu" else "- | ")
+                + " | ".join(f"{e:.2f}" for e in timed)
                 + " | "
-                + " | ".join(f"{pair / e:.1f}x" for e in ensembles)
+                + " | ".join(f"{pair / e:.1f}x" for e in timed)
                 + " |"
             )
             print(lines[-1], file=sys.stderr, flush=True)
@@ -162,12 +168,14 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=128, help="sequences per model per timing")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eager", action="store_true", help="also time the eager path")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the throughput table trains")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--sweeps", type=int, default=0, metavar="N", help="also N seeds through run.py, each launcher")
     parser.add_argument("--steps", type=int, default=2000, help="train.steps of each sweep run")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for --sweeps")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    gpu = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}{gpu}, torch {torch.__version__}, "
           f"python {platform.python_version()}, one torch thread per process")  # fmt: skip
     lines = [] if args.no_throughput else throughput_table(args)
     if args.sweeps:

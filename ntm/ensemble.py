@@ -117,11 +117,11 @@ class Ensemble:
         gradient is not finite gets no update, as an ordinary run (ntm.train.train_step).
         """
         logits = self._predict(task, batches)
-        active = torch.tensor([b is not None for b in batches])
         losses = torch.stack([
             F.binary_cross_entropy_with_logits(out, b[1]) if b is not None else out_zero(self.params)
             for out, b in zip(logits, batches)
         ])  # fmt: skip
+        active = torch.tensor([b is not None for b in batches], device=losses.device)
         self.optimizer.zero_grad(set_to_none=True)
         # where(), not a product: a diverged member's NaN loss must not reach the others' sum.
         torch.where(active, losses, 0.0).sum().backward()
