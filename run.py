@@ -2,6 +2,10 @@
 
 python run.py task=copy model.num_heads=2
 python run.py -m sweep=seeds_memory
+python run.py -m seed=1,2,3 hydra/launcher=ensemble   # the seeds trained as one ensemble
+
+A job's Job (ntm.train) is made here and, for hydra/launcher=ensemble, in
+hydra_plugins/ntm_ensemble/launcher.py (which trains groups of jobs without calling main): keep them alike.
 """
 
 import hydra

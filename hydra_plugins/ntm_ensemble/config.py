@@ -1,0 +1,18 @@
+"""The launcher's config schema, registered in Hydra's ConfigStore as hydra/launcher=ensemble."""
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class EnsembleLauncherConf:
+    _target_: str = "hydra_plugins.ntm_ensemble.launcher.EnsembleLauncher"
+    # Most jobs trained together in one process; bigger groups are split evenly.
+    max_members: int = 16
+    # Worker processes training groups at a time (one torch thread each by default: the machine's
+    # 2 cores). 1: every group in the sweep's own process, one after another.
+    n_jobs: int = 2
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf, provider="ntm_ensemble")
