@@ -272,6 +272,52 @@ class Run:
                      self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
         self.snapshots = Snapshots(task, records) if interval else None
 
+    def add(self, loss: torch.Tensor, costs: torch.Tensor, batch_size: int, seconds: float) -> None:
+        """Add one training step to the report window."""
+        w = self.window
+        w["loss"] += loss.item() * batch_size
+        w["cost"] += costs.sum().item()
+        w["sequences"] += batch_size
+        w["time"] += seconds
+
+    def report(self, step: int, sequences: int, started: float, evaluated: bool, evaluation: dict | None,
+               references: dict) -> dict:  # fmt: skip
+        """Close the report window into a metrics.csv row. A step that evaluated brings this run's
+        evaluation (None: non-finite outputs, and the run diverged), checked for convergence and
+        told to the pruning reporter. Returns the row."""
+        w = self.window
+        row = {
+            "step": step,
+            "sequences": sequences,
+            "loss": w["loss"] / w["sequences"],
+            "cost": w["cost"] / w["sequences"],
+            "seq_per_s": w["sequences"] / w["time"],
+        }
+        self.train_time += w["time"]
+        self.window = empty_window()
+        if evaluated:
+            if evaluation is None:
+                self.status, self.last_eval = "diverged", {}
+                log.warning("%sDiverged at step %d: non-finite outputs on the evaluation set; stopping.", self.label, step)
+                return row
+            self.last_eval = {**evaluation, **references}
+            row.update(self.last_eval)
+            if self.converged_at is None and gap(self.last_eval) < self.config.task.converge_threshold:
+                self.converged_at = sequences
+                self.converged_time_s = self.wall_time + time.perf_counter() - started
+            reporter = self.job.reporter
+            if reporter and self.converged_at is None and reporter.should_stop(sequences, gap(self.last_eval)):
+                self.status = "pruned"
+                log.info("%sPruned by the sweep at step %d (%d sequences).", self.label, step, sequences)
+        self.rows.append(row)
+        write_csv(self.run_dir / fmt.METRICS_FILE, self.rows)
+        log.info(
+            "%sstep %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
+            self.label, step, sequences, row["loss"], row["cost"], row["seq_per_s"],
+            f"  eval_cost {self.last_eval['eval_cost']:.3f}" if evaluated else "",
+        )  # fmt: skip
+        return row
+
     def save_checkpoint(self, models, k: int, step: int, sequences: int, started: float) -> None:
         if self.saved_at == step:
             return  # keep previous.pt one checkpoint older, not a copy of last.pt
@@ -400,47 +446,14 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                     log.warning("%sDiverged at step %d: stopping; the last checkpoint is kept.", run.label, step)
                     finish(k, run, step - 1, sequences - t.batch_size)  # the step made no update
                     continue
-                w = run.window
-                w["loss"] += loss.item() * t.batch_size
-                w["cost"] += task.cost(logits, batch[1]).sum().item()
-                w["sequences"] += t.batch_size
-                w["time"] += seconds
+                run.add(loss, task.cost(logits, batch[1]), t.batch_size, seconds)
                 if step % t.report_interval == 0 or evaluate_now:
-                    row = {
-                        "step": step,
-                        "sequences": sequences,
-                        "loss": w["loss"] / w["sequences"],
-                        "cost": w["cost"] / w["sequences"],
-                        "seq_per_s": w["sequences"] / w["time"],
-                    }
-                    run.train_time += w["time"]
-                    run.window = empty_window()
-                    if evaluate_now:
-                        run.last_eval = evals[k]
-                        if run.last_eval is None:
-                            run.status, run.last_eval = "diverged", {}
-                            log.warning("%sDiverged at step %d: non-finite outputs on the evaluation set; stopping.",
-                                        run.label, step)  # fmt: skip
-                            finish(k, run, step, sequences)
-                            continue
-                        run.last_eval.update(references)
-                        row.update(run.last_eval)
-                        if run.converged_at is None and gap(run.last_eval) < config.task.converge_threshold:
-                            run.converged_at = sequences
-                            run.converged_time_s = run.wall_time + time.perf_counter() - started
-                        reporter = run.job.reporter
-                        if reporter and run.converged_at is None and reporter.should_stop(sequences, gap(run.last_eval)):
-                            run.status = "pruned"
-                            log.info("%sPruned by the sweep at step %d (%d sequences).", run.label, step, sequences)
-                    run.rows.append(row)
-                    write_csv(run.run_dir / fmt.METRICS_FILE, run.rows)
+                    row = run.report(step, sequences, started, evaluate_now, evals and evals[k], references)
+                    if run.status == "diverged":
+                        finish(k, run, step, sequences)
+                        continue
                     if not together:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
-                    log.info(
-                        "%sstep %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
-                        run.label, step, sequences, row["loss"], row["cost"], row["seq_per_s"],
-                        f"  eval_cost {run.last_eval['eval_cost']:.3f}" if evaluate_now else "",
-                    )  # fmt: skip
                 interval = run.snapshot_interval
                 if run.snapshots and (step % interval == 0 or step == t.steps or run.converged_at == sequences):
                     run.snapshots.record(models.member(k), step, sequences)
