@@ -79,7 +79,6 @@ def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="known bug: after a kill the rerun can wait forever on a RUNNING trial with no params (closing note)")
 def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     import os
     import signal
@@ -105,6 +104,25 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     # The trials the kill left RUNNING had no heartbeat any more: they failed and were asked again.
     states = [t.state.name for t in trials(sweep_dir, "seeds_memory")]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed(tmp_path):
+    """A sweep killed between study.ask() and the trial's first heartbeat leaves it RUNNING with no
+    heartbeat, which optuna 2.10's fail_stale_trials never fails: the killed-sweep rerun hung on one."""
+    import time
+
+    from hydra_plugins.ntm_optuna.sweeper import fail_stale_trials, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=1)
+    study = optuna.create_study(storage=storage)
+    study.ask()  # and killed
+    fail_stale_trials(study, storage)
+    assert study.trials[0].state.name == "RUNNING", "its sweep may be alive: it gets a grace period"
+    deadline = time.time() + 10
+    while study.trials[0].state.name == "RUNNING":
+        assert time.time() < deadline, "a trial without heartbeat stayed RUNNING"
+        time.sleep(0.5)
+        fail_stale_trials(study, storage)
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, IntUniformDistribution
+from optuna.storages._rdb import models  # optuna 2.10's tables: no public query of heartbeats
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from ntm.pruning import PRUNED_ATTR, TRIAL_ENV
@@ -102,29 +104,19 @@ class NTMOptunaSweeper(Sweeper):
 
         failed_here = 0  # a trial that fails is asked again by the next invocation, not by this one
         while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+            if self.reader is not None and self.reader.is_heartbeat_enabled():
+                fail_stale_trials(study, self.reader)
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in DONE for t in trials) + failed_here
             running = sum(t.state == TrialState.RUNNING for t in trials)
             to_ask = min(self.n_jobs, n_trials - done - running)
             if to_ask > 0:
-                failed_here += self.run_batch(study, [self.ask(study) for _ in range(to_ask)], distributions, fixed)
+                failed_here += self.run_batch(study, [study.ask() for _ in range(to_ask)], distributions, fixed)
             elif running and done < n_trials:
                 time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
             else:
                 break
         self.save_results(study)
-
-    @staticmethod
-    def ask(study: optuna.Study) -> optuna.Trial:
-        """A new trial with its first heartbeat: optuna only fails a stale trial that has one, so a
-        sweep killed before launching the trial's job must not leave it RUNNING without one."""
-        trial = study.ask()
-        if study._storage.is_heartbeat_enabled():
-            study._storage.record_heartbeat(trial._trial_id)
-        return trial
 
     def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> int:
         """Launch one batch of trials and tell Optuna how each ended; returns how many failed."""
@@ -165,6 +157,30 @@ class NTMOptunaSweeper(Sweeper):
         log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
         results = {"name": "ntm_optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+    """Fail the trials a killed sweep left RUNNING: those without a heartbeat for the grace period.
+
+    optuna 2.10's fail_stale_trials skips a RUNNING trial that has no heartbeat at all, and a sweep
+    killed between study.ask() (which commits the trial) and the trial's first heartbeat leaves
+    one: a rerun waited for it forever. So such a trial gets a heartbeat here first. If its sweep
+    is alive, that sweep keeps it beating; if not, it goes stale like any other and is failed one
+    grace period later. (Not its datetime_start compared instead: that is the clock of the machine
+    that asked the trial, while heartbeats, this one too, are all the database's.)
+    """
+    trial = models.TrialModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        never_beaten = (
+            session.query(trial.trial_id)
+            .filter(trial.study_id == study._study_id, trial.state == TrialState.RUNNING, ~trial.heartbeats.any())
+            .all()
+        )
+    for (trial_id,) in never_beaten:
+        storage.record_heartbeat(trial_id)  # if its sweep records the first one meanwhile, one is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorage:
