@@ -25,6 +25,8 @@ PRESETS = sorted(p.stem for p in (CONF / "preset").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 OPTUNA_SWEEPER = "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+ENSEMBLE_LAUNCHER = "hydra_plugins.ntm_ensemble.launcher.EnsembleLauncher"
+SEED_GRIDS = ("seeds_memory", "memory_init")  # sweeps of seeds x one setting: their seeds train as ensembles
 JOB_SUBDIR = "${job_dirname:${hydra.job.override_dirname}}"
 
 
@@ -143,7 +145,9 @@ def test_sweep_preset_composes_and_its_hydra_node_resolves(sweep):
     assert sweeper["_target_"] == OPTUNA_SWEEPER
     assert sweeper["direction"] == "minimize"  # the objective is lower-is-better
     assert sweeper["max_failure_rate"] == 1.0  # a crashed job does not stop the sweep
-    assert hydra["launcher"]["_target_"] == JOBLIB_LAUNCHER
+    assert hydra["launcher"]["_target_"] == (ENSEMBLE_LAUNCHER if sweep in SEED_GRIDS else JOBLIB_LAUNCHER)
+    if sweep in SEED_GRIDS:  # the whole grid in one batch, so that the launcher sees every seed
+        assert sweeper["n_jobs"] == sweeper["n_trials"]
     # The study lives in SQLite in the sweep folder, named after the study.
     assert hydra["sweep"]["dir"] == f"multirun/{sweeper['study_name']}"
     assert sweeper["storage"] == f"sqlite:///{hydra['sweep']['dir']}/optuna.db"
