@@ -4,18 +4,19 @@ python run.py task=copy model.num_heads=2
 python run.py -m sweep=seeds_memory
 python run.py -m seed=1,2,3 hydra/launcher=ensemble   # the seeds trained as one ensemble
 
-A job's Job (ntm.train) is made here and, for hydra/launcher=ensemble, in
-hydra_plugins/ntm_ensemble/launcher.py (which trains groups of jobs without calling main): keep them alike.
+hydra/launcher=ensemble (hydra_plugins/ntm_ensemble/launcher.py) trains groups of jobs without
+calling main: it makes each job from the same parts (validate, trial_reporter, hydra_record).
 """
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ntm.config import register_configs, validate
 from ntm.errors import hydra_errors_reported, reported
 from ntm.pruning import trial_reporter
+from ntm.run_folder import hydra_record
 from ntm.train import train
 
 register_configs()
@@ -25,11 +26,8 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
-    # Hydra's own record, written into .hydra/ once the run folder's checks pass (hydra.output_subdir is null).
-    hydra_files = {
-        "overrides.yaml": OmegaConf.to_yaml(hydra_config.overrides.task),
-        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_config}),
-    }
+    # Written into .hydra/ once the run folder's checks pass (hydra.output_subdir is null).
+    hydra_files = hydra_record(hydra_config)
     # A sweep job's error becomes a failed trial and the sweep goes on; a sweep job waits for
     # another process training in its folder, then returns that run's result.
     with reported(reraise=in_sweep):

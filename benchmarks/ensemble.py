@@ -5,11 +5,12 @@
 
 Throughput: ms per member-sequence of one full training step (forward, backward, clipping,
 RMSprop), seed-sized models (LSTM 100, memory 128 x 20, one read and one write head) on copy,
-the median of --repeats timings after warm-up. The ordinary model ("1 model") and each ensemble
-train on the same batches in this process, one torch thread, so their ratio holds on a noisy
-machine; "2 processes" runs two ordinary models at once, one per core, the way the joblib
-launcher runs separate seeds on this machine, and reports their combined throughput; the
-speed-up is against it (on a GPU, --device cuda, against the one model: processes share the GPU).
+each member drawing its own batches (so an ensemble step lasts as long as its longest
+sequence), the median of --repeats timings after warm-up, one torch thread per process. On the
+CPU, both cores work: "separate models" runs two ordinary models at once in two processes (as
+the joblib launcher runs seeds), and K members run as two ensembles of K/2 at once (as the
+ensemble launcher spreads them); the speed-up is separate / ensemble. On a GPU (--device cuda)
+one process trains K members, against one model.
 
 Sweeps: `python run.py -m seed=1,..,N` with hydra/launcher=ensemble and with joblib (2 jobs at
 a time), back to back, wall time from process start to exit (compiles included).
@@ -59,12 +60,15 @@ def models(task, members: int, compiled: bool, device: str):
 
 
 def time_members(members: int, batch_size: int, steps: int, repeats: int, compiled: bool, device: str = "cpu") -> float:
-    """Median ms per member-sequence."""
+    """Median ms per member-sequence of `members` models trained as one (one model: ordinary).
+
+    Each member draws its own batches, as in training: in an ensemble every step runs as long as
+    its members' longest sequence."""
     torch.set_num_threads(1)
     task = make_task(CopyConfig())
     trainer = models(task, members, compiled, device)
-    generator = torch.Generator().manual_seed(0)
-    batches = [[to_device(task.sample(batch_size, generator), device)] * members for _ in range(steps)]
+    generators = [torch.Generator().manual_seed(k) for k in range(members)]
+    batches = [[to_device(task.sample(batch_size, g), device) for g in generators] for _ in range(steps)]
     for batch in batches[:3]:  # warm-up: compiles
         trainer.step(task, batch, CLIP.grad_clip, CLIP.grad_clip_value)
     timings = []
@@ -82,23 +86,27 @@ def _worker(args, queue) -> None:
     queue.put(time_members(*args))
 
 
-def time_two_processes(batch_size: int, steps: int, repeats: int, compiled: bool) -> float:
-    """Two ordinary models trained at once in two processes: ms per sequence of the pair."""
+def time_on_two_cores(members: int, batch_size: int, steps: int, repeats: int, compiled: bool) -> float:
+    """Two processes at once, one per core, each training `members` models as one (1: ordinary
+    models, as the joblib launcher runs seeds): ms per member-sequence of the pair."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [context.Process(target=_worker, args=((1, batch_size, steps, repeats, compiled), queue)) for _ in range(2)]
+    args = (members, batch_size, steps, repeats, compiled)
+    workers = [context.Process(target=_worker, args=(args, queue)) for _ in range(2)]
     for w in workers:
         w.start()
     each = [queue.get() for _ in workers]
     for w in workers:
         w.join()
-    return statistics.mean(each) / 2  # two sequences in the time one process takes for one
+    return statistics.mean(each) / 2  # both processes train at once
 
 
 def throughput_table(args) -> list[str]:
+    cpu = args.device == "cpu"
+    where = "2 processes of K/2" if cpu else "one process"
     lines = [
-        "| path | batch | 1 model ms/seq | 2 processes ms/seq | "
-        + " | ".join(f"K={k} ms/member-seq" for k in args.members)
+        f"| path | batch | 1 model ms/seq | {'separate models, 2 processes' if cpu else '-'} | "
+        + " | ".join(f"K={k} ({where}) ms/member-seq" for k in args.members)
         + " | "
         + " | ".join(f"K={k} speed-up" for k in args.members)
         + " |",
@@ -108,16 +116,20 @@ def throughput_table(args) -> list[str]:
         for batch_size in args.batch_sizes:
             steps = max(16, args.sequences // batch_size)
             one = time_members(1, batch_size, steps, args.repeats, compiled, args.device)
-            # One GPU is shared, not doubled, by two processes: there the baseline is one model.
-            pair = time_two_processes(batch_size, steps, args.repeats, compiled) if args.device == "cpu" else one
-            timed = [time_members(k, batch_size, max(8, steps // k), args.repeats, compiled, args.device)
-                     for k in args.members]  # fmt: skip
+            if cpu:
+                separate = time_on_two_cores(1, batch_size, steps, args.repeats, compiled)
+                timed = [time_on_two_cores(k // 2, batch_size, max(8, 2 * steps // k), args.repeats, compiled)
+                         for k in args.members]  # fmt: skip
+            else:  # one GPU is shared, not doubled, by two processes: the baseline is one model
+                separate = one
+                timed = [time_members(k, batch_size, max(8, steps // k), args.repeats, compiled, args.device)
+                         for k in args.members]  # fmt: skip
             lines.append(
                 f"| {'compiled' if compiled else 'eager'} | {batch_size} | {one:.2f} | "
-                + (f"{pair:.2f} | " if args.device == "cpu" else "- | ")
+                + (f"{separate:.2f} | " if cpu else "- | ")
                 + " | ".join(f"{e:.2f}" for e in timed)
                 + " | "
-                + " | ".join(f"{pair / e:.1f}x" for e in timed)
+                + " | ".join(f"{separate / e:.1f}x" for e in timed)
                 + " |"
             )
             print(lines[-1], file=sys.stderr, flush=True)
@@ -146,7 +158,7 @@ def sweep_table(args) -> list[str]:
         "| launcher | wall s | converged | sequences to converge (median) | final eval cost (mean) |",
         "|---|---|---|---|---|",
     ]
-    walls = {}
+    walls, per_seed = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, launcher in launchers.items():
             wall, summaries = run_sweep(args.sweeps, launcher, overrides, Path(tmp) / name.split()[0])
@@ -155,9 +167,11 @@ def sweep_table(args) -> list[str]:
             median = f"{statistics.median(converged):,.0f}" if converged else "-"
             cost = statistics.mean(s["eval_cost"] for s in summaries if s["eval_cost"] is not None)
             lines.append(f"| {name} | {wall:.0f} | {len(converged)}/{len(summaries)} | {median} | {cost:.3f} |")
+            per_seed[name] = [s["converged_at"] for s in summaries]
             print(lines[-1], file=sys.stderr, flush=True)
     first, second = walls.values()
     lines.append(f"\nensemble is {second / first:.2f}x faster (wall time)")
+    lines += [f"sequences to converge by seed, {name}: {values}" for name, values in per_seed.items()]
     return lines
 
 

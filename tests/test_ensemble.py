@@ -1,15 +1,19 @@
 """Seeds trained as one ensemble (ntm.ensemble, ntm.train.train_together) give each seed's run
 folder the numbers of an ordinary run, to float tolerance, and stop members independently."""
 
+import contextlib
 import csv
+import signal
 
 import pytest
 import torch
 from conftest import TINY, compose_config
 
+import ntm.train
 from ntm import run_format as fmt
 from ntm.config import validate
 from ntm.ensemble import Ensemble
+from ntm.errors import Interrupted
 from ntm.tasks import make_task
 from ntm.train import Job, build_optimizer, train, train_step, train_together, use_compile
 
@@ -161,3 +165,32 @@ def test_compile_refuses_other_values():
 
     with pytest.raises(ConfigError, match="train.compile"):
         config("train.compile=sometimes")
+
+
+class StopAtStep(list):
+    """Signals (ntm.train.stop_requests) that report a SIGINT at the given step's check."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.checks_left = step
+
+    def __bool__(self) -> bool:
+        self.checks_left -= 1
+        if self.checks_left == 0:
+            self.append(signal.SIGINT)
+        return len(self) > 0
+
+
+def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch):
+    def jobs(root):
+        return [Job(config("train.steps=60", f"seed={s}"), root / f"m{s}") for s in (1, 2, 3)]
+
+    straight = train_together(jobs(tmp_path / "straight"))
+    monkeypatch.setattr(ntm.train, "stop_requests", lambda: contextlib.nullcontext(StopAtStep(45)))
+    with pytest.raises(Interrupted, match="at step 45"):
+        train_together(jobs(tmp_path / "stopped"))
+    monkeypatch.undo()
+    resumed = train_together(jobs(tmp_path / "stopped"))
+    for s, (a, b) in enumerate(zip(resumed, straight), start=1):
+        assert a["steps"] == b["steps"] == 60 and a["eval_cost"] == b["eval_cost"]
+        assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"

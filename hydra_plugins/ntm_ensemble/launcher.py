@@ -347,6 +347,7 @@ class EnsembleLauncher(Launcher):
     def prepare(self, number: int, idx: int, overrides: Sequence[str], returns: list) -> Member | None:
         """Compose and validate one job; a job that fails here gets its failed JobReturn and trains in no group."""
         from ntm.config import validate
+        from ntm.run_folder import hydra_record
 
         try:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -375,11 +376,7 @@ class EnsembleLauncher(Launcher):
                 returns[number] = finish(ret, error, failed=True)
                 callbacks.on_job_end(config=config, job_return=ret)
                 return None
-            # Hydra's record of the job, as run.py's main writes it into .hydra/.
-            hydra_files = {
-                "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
-                "hydra.yaml": OmegaConf.to_yaml({"hydra": HydraConfig.get()}),
-            }
+            hydra_files = hydra_record(HydraConfig.get())  # as run.py's main writes it into .hydra/
         return Member(number, config, typed, Path(config.hydra.runtime.output_dir), hydra_files)
 
 
