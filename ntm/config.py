@@ -7,7 +7,7 @@ The dataclasses are the schema: Hydra rejects unknown keys and wrong types while
 import hashlib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -46,6 +46,8 @@ class NTMConfig:
     shift_range: int = 1  # shifts -k..k
     controller_clip: float = 20.0  # clip head parameters to [-c, c]; 0 disables
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # Seeds of this model can train as one ensemble (ntm.ensemble): its step vmaps.
+    trains_as_ensemble: ClassVar[bool] = True
 
     def check(self, prefix: str = "model") -> None:
         one_of(prefix, self, "controller", tuple(CONTROLLERS))
@@ -106,6 +108,8 @@ class LSTMConfig:
     name: str = "lstm"
     size: int | None = None  # units per layer; None: the paper's for the task (the task's paper_lstm_size)
     layers: int = 3
+    # nn.LSTM's fused op has no vmap batching rule: an ensemble's members train one by one.
+    trains_as_ensemble: ClassVar[bool] = False
 
     def check(self, prefix: str = "model") -> None:
         require(self.size is None or self.size > 0, f"{prefix}.size", self.size, "> 0, or null for the paper's size for the task")
@@ -160,9 +164,10 @@ class AdamConfig:
 
 
 OPTIMIZERS = {"rmsprop": RMSpropConfig, "adam": AdamConfig}
-# A model is a config dataclass with check(), build(task) and activation_bytes(batch_size, task),
-# registered here, plus conf/model/NAME.yaml. The module it builds provides
-# forward(inputs, output_steps, blank_steps=None) and compile_step(**options).
+# A model is a config dataclass with check(), build(task), activation_bytes(batch_size, task) and
+# trains_as_ensemble, registered here, plus conf/model/NAME.yaml. The module it builds provides
+# forward(inputs, output_steps, blank_steps=None) and compile_step(**options), and for ensembles
+# initial_state(batch_size) and step(x, state).
 MODELS = {"ntm": NTMConfig, "lstm": LSTMConfig}
 # The schema of every option of each config group, by option name.
 GROUP_SCHEMAS = {"task": {name: task.Config for name, task in TASKS.items()}, "model": MODELS, "optimizer": OPTIMIZERS}

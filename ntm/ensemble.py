@@ -35,7 +35,7 @@ class _Method(nn.Module):
 
 def member_norms(grads: list[torch.Tensor]) -> torch.Tensor:
     """The gradient norm of each member over all its parameters: (K, ...) tensors -> (K,)."""
-    return torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    return torch.linalg.vector_norm(torch.cat([g.flatten(1) for g in grads], dim=1), dim=1)
 
 
 def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -86,12 +86,8 @@ class Ensemble:
             outputs.append(logits)
         return torch.stack(outputs)
 
-    def _predict(self, task: Task, batches: list[Batch | None]) -> list[torch.Tensor | None]:
-        """Each member's logits on its own batch (None: no batch), aligned with its targets.
-
-        Members' sequences differ in length: each is padded with blank (zero) steps to the
-        longest. The models are causal, so trailing steps change none of a member's outputs.
-        """
+    def _spans(self, task: Task, batches: list[Batch | None]) -> list[tuple[int, int] | None]:
+        """Each member's output steps (first, end) in the padded sequence (None: no batch)."""
         spans = []
         for batch in batches:
             if batch is None:
@@ -101,26 +97,30 @@ class Ensemble:
             output_steps, blank_steps = task.alignment(inputs, targets)
             total = inputs.shape[0] + blank_steps
             spans.append((total - output_steps, total))
-        first = next(b for b in batches if b is not None)[0]
-        steps = max(end for _, end in filter(None, spans))
-        padded = first.new_zeros(steps, self.size, *first.shape[1:])
-        for k, batch in enumerate(batches):
-            if batch is not None:
-                padded[: batch[0].shape[0], k] = batch[0]
-        logits = self.run(padded)
-        return [None if span is None else logits[span[0] : span[1], k] for k, span in enumerate(spans)]
+        return spans
 
     def step(self, task: Task, batches: list[Batch | None], grad_clip: str, grad_clip_value: float):
         """One optimiser step for every member with a batch (None: a finished member, frozen).
 
+        Members' sequences differ in length: each is padded with blank (zero) steps to the
+        longest. The models are causal, so trailing steps change none of a member's outputs.
         Returns per member (loss, detached logits, finite) or None; a member whose loss or
         gradient is not finite gets no update, as an ordinary run (ntm.train.train_step).
         """
-        logits = self._predict(task, batches)
-        losses = torch.stack([
-            F.binary_cross_entropy_with_logits(out, b[1]) if b is not None else out_zero(self.params)
-            for out, b in zip(logits, batches)
-        ])  # fmt: skip
+        spans = self._spans(task, batches)
+        first = next(b for b in batches if b is not None)
+        steps = max(end for _, end in filter(None, spans))
+        inputs = first[0].new_zeros(steps, self.size, *first[0].shape[1:])
+        targets = first[1].new_zeros(steps, self.size, *first[1].shape[1:])
+        weights = first[1].new_zeros(steps, self.size, 1, 1)  # each member's mean over its own outputs
+        for k, (batch, span) in enumerate(zip(batches, spans)):
+            if batch is not None:
+                inputs[: batch[0].shape[0], k] = batch[0]
+                targets[span[0] : span[1], k] = batch[1]
+                weights[span[0] : span[1], k] = 1 / batch[1].numel()
+        logits = self.run(inputs)
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        losses = (bce * weights).sum(dim=(0, 2, 3))
         active = torch.tensor([b is not None for b in batches], device=losses.device)
         self.optimizer.zero_grad(set_to_none=True)
         # where(), not a product: a diverged member's NaN loss must not reach the others' sum.
@@ -140,8 +140,8 @@ class Ensemble:
                 g.mul_(per_member(torch.where(update, scale, 1.0), g))
         self.optimizer.step()
         return [
-            None if b is None else (losses[k].detach(), logits[k].detach(), bool(finite[k]))
-            for k, b in enumerate(batches)
+            None if span is None else (losses[k].detach(), logits[span[0] : span[1], k].detach(), bool(finite[k]))
+            for k, span in enumerate(spans)
         ]  # fmt: skip
 
     @torch.no_grad()
@@ -193,7 +193,3 @@ class Ensemble:
 
 def _stacked(value, param_shape: torch.Size) -> bool:
     return torch.is_tensor(value) and value.dim() == len(param_shape) and value.shape == param_shape
-
-
-def out_zero(params: dict) -> torch.Tensor:
-    return next(iter(params.values())).new_zeros(())

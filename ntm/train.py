@@ -180,7 +180,7 @@ def train_together(jobs: list[Job], wait: bool = False) -> list[dict]:
 
 def can_train_together(config: Config) -> bool:
     """Whether this model can be an ensemble's member (its time step can be vmapped)."""
-    return config.model.name == "ntm"
+    return type(config.model).trains_as_ensemble
 
 
 def use_compile(t: TrainConfig) -> bool:

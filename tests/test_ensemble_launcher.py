@@ -229,3 +229,12 @@ def test_each_member_reports_to_its_own_trial_and_is_pruned_alone(tmp_path):
     for seed, state in states.items():
         assert (state == "PRUNED") == (runs.loc[seed, "status"] == "pruned"), f"seed {seed}: trial {state}"
         assert "Training 4 " + TOGETHER in (sweep_dir / runs.loc[seed, "run_dir"] / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_jobs_with_batches_above_max_batch_size_train_alone(tmp_path):
+    args = ["seed=1,2", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS]
+    alone = sweep(*args, "train.batch_size=8", sweep_dir=tmp_path / "alone")
+    assert "2 jobs, in groups of 1, 1, in this process" in alone.stdout
+    together = sweep(*args, "train.batch_size=8", "hydra.launcher.max_batch_size=8", sweep_dir=tmp_path / "together")
+    assert "2 jobs, in groups of 2, in this process" in together.stdout

@@ -13,6 +13,10 @@ class EnsembleLauncherConf:
     # Worker processes training groups at a time (one torch thread each by default: the machine's
     # 2 cores). 1: every group in the sweep's own process, one after another.
     n_jobs: int = 2
+    # Jobs with a larger train.batch_size train alone: a batch that size already keeps a core
+    # busy with arithmetic, and an ensemble, whose steps last as long as its longest member's
+    # sequence, is slower than separate runs there (README, Performance).
+    max_batch_size: int = 4
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf, provider="ntm_ensemble")

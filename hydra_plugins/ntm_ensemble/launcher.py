@@ -282,13 +282,13 @@ def train_jobs(jobs: dict, returns: list[JobReturn]) -> None:
 
 
 class EnsembleLauncher(Launcher):
-    def __init__(self, max_members: int = 16, n_jobs: int = 2) -> None:
+    def __init__(self, max_members: int = 16, n_jobs: int = 2, max_batch_size: int = 4) -> None:
         from ntm.errors import ConfigError
 
-        for key, value in (("max_members", max_members), ("n_jobs", n_jobs)):
+        for key, value in (("max_members", max_members), ("n_jobs", n_jobs), ("max_batch_size", max_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"hydra.launcher.{key}={value!r} is not allowed: must be an integer >= 1")
-        self.max_members, self.n_jobs = max_members, n_jobs
+        self.max_members, self.n_jobs, self.max_batch_size = max_members, n_jobs, max_batch_size
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -310,7 +310,7 @@ class EnsembleLauncher(Launcher):
             member = self.prepare(number, initial_job_idx + number, overrides, returns)
             if member is not None:
                 members.append(member)
-        keys = [group_key(m) for m in members]
+        keys = [group_key(m) if m.typed.train.batch_size <= self.max_batch_size else f"alone {m.number}" for m in members]
         plan = plan_groups(keys, [m.run_dir for m in members], self.max_members, self.n_jobs)
         groups = [[members[i] for i in group] for group in plan]
         workers = 1 if self.n_jobs == 1 or len(groups) <= 1 else min(self.n_jobs, len(groups))
