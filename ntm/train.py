@@ -150,7 +150,7 @@ def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, 
 def train_together(jobs: list[Job], wait: bool = False) -> list[dict]:
     """Train jobs whose configs differ at most in seed as one ensemble (ntm.ensemble); returns
     their summaries in order. Each run folder ends as it would after an ordinary run."""
-    if len({json.dumps({**to_container(job.config), "seed": None}, sort_keys=True) for job in jobs}) > 1:
+    if len({seedless(job.config) for job in jobs}) > 1:
         raise ValueError("jobs trained together must differ at most in seed")
     summaries: list[dict | None] = [None] * len(jobs)
     with ExitStack() as locks:
@@ -176,6 +176,11 @@ def train_together(jobs: list[Job], wait: bool = False) -> list[dict]:
                 for (i, _), summary in zip(group, done):
                     summaries[i] = summary
     return summaries
+
+
+def seedless(config: Config) -> str:
+    """The config but its seed, as text: configs with equal texts can train together."""
+    return json.dumps({**to_container(config), "seed": None}, sort_keys=True, default=str)
 
 
 def can_train_together(config: Config) -> bool:

@@ -382,11 +382,11 @@ class EnsembleLauncher(Launcher):
 
 def group_key(member: Member) -> str:
     """What jobs of one group share: the task config but its seed, and the job environment but the trial id."""
-    from ntm.config import to_container
     from ntm.pruning import TRIAL_ENV
+    from ntm.train import seedless
 
     env = {k: v for k, v in job_env(member.config).items() if k != TRIAL_ENV}
-    return json.dumps({"config": {**to_container(member.typed), "seed": None}, "env": env}, sort_keys=True, default=str)
+    return json.dumps({"config": seedless(member.typed), "env": env}, sort_keys=True)
 
 
 def raise_interrupt(returns: list[JobReturn], interrupted: type) -> None:
