@@ -46,9 +46,10 @@ def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class Ensemble:
     """Members built with their own seeds (e.g. by Config.model.build), trained together.
 
-    `step` trains every active member on its own batch; `evaluate` runs all members on shared
-    evaluation sets; `member` and `member_state` give one member back as an ordinary model and
-    state dicts, which an ordinary run can load (and the reverse, `load_member`).
+    `step` trains every active member on its own batch; `predict_shared` runs all members on
+    one batch (the evaluation sets); `member`, `member_state` and `member_optimizer_state` give
+    one member back as an ordinary model and state dicts, which an ordinary run can load (and
+    the reverse: `load_member`, `load_optimizer_states`). ntm.train.Solo has the same interface.
     """
 
     def __init__(self, models: list[nn.Module], optimizer_factory, compile: bool = False):
