@@ -88,6 +88,17 @@ def test_a_key_missing_from_an_older_folder_counts_as_its_default(tmp_path):
         train(config("train.steps=10", "model.shift_range=2"), tmp_path)
 
 
+def test_a_folder_from_when_train_compile_was_a_bool_is_reused(tmp_path):
+    finished = train(config("train.steps=10", "train.compile=false"), tmp_path)
+    path = tmp_path / fmt.CONFIG_FILE
+    stored = yaml.safe_load(path.read_text())
+    stored["train"]["compile"] = False  # as written before train.compile took auto
+    path.write_text(yaml.safe_dump(stored))
+    assert train(config("train.steps=10", "train.compile=false"), tmp_path) == finished
+    with pytest.raises(RunFolderError, match="train.compile: stored False, now 'true'"):
+        train(config("train.steps=10", "train.compile=true"), tmp_path)
+
+
 def test_a_converged_run_that_stopped_there_is_final(tmp_path):
     converged = train(config("train.steps=20", "task.converge_threshold=1e9"), tmp_path)
     assert (converged["status"], converged["steps"], converged["final"]) == ("converged", 10, True)
