@@ -6,8 +6,6 @@ the config's schema. The reporter reads it from the job's Hydra config, so jobs 
 process (hydra/launcher=ensemble) each find their own trial. Outside such a sweep there is no reporter.
 """
 
-import os
-
 from omegaconf import OmegaConf
 
 TRIAL_ENV = "NTM_OPTUNA_TRIAL_ID"
@@ -40,11 +38,11 @@ class TrialReporter:
 def trial_reporter(hydra_config) -> TrialReporter | None:
     """The reporter of a job launched by the pruning sweeper, else None.
 
-    hydra_config: the job's `hydra` node (HydraConfig.get() inside a job). Its trial is in
-    hydra.job.env_set, else in the environment variable that Hydra's run_job makes of it.
+    hydra_config: the job's `hydra` node (HydraConfig.get() inside a job); its trial is in
+    hydra.job.env_set.
     """
     env_set = OmegaConf.select(hydra_config, "job.env_set", default=None) or {}
-    trial_id = env_set.get(TRIAL_ENV) or os.environ.get(TRIAL_ENV)
+    trial_id = env_set.get(TRIAL_ENV)
     sweeper = hydra_config.get("sweeper", {})
     if not trial_id or not str(sweeper.get("_target_", "")).endswith("NTMOptunaSweeper"):
         return None

@@ -20,7 +20,7 @@ from ntm import run_folder
 from ntm import run_format as fmt
 from ntm.config import Config, TrainConfig, to_container
 from ntm.ensemble import Ensemble
-from ntm.errors import Interrupted
+from ntm.errors import Interrupted, RunFolderError
 from ntm.files import write_csv, write_json
 from ntm.snapshots import Snapshots
 from ntm.tasks import Task, make_task
@@ -144,22 +144,30 @@ def train(config: Config, run_dir: Path | str, hydra_files: dict | None = None, 
     process trains in run_dir, wait for it instead of refusing (sweep jobs). reporter: a pruning
     sweep's (ntm.pruning.TrialReporter), told the cost at each evaluation; it may stop the run.
     """
-    return train_together([Job(config, Path(run_dir), hydra_files, reporter)], wait=wait)[0]
+    result = train_together([Job(config, Path(run_dir), hydra_files, reporter)], wait=wait)[0]
+    if isinstance(result, RunFolderError):
+        raise result
+    return result
 
 
-def train_together(jobs: list[Job], wait: bool = False) -> list[dict]:
+def train_together(jobs: list[Job], wait: bool = False) -> list[dict | RunFolderError]:
     """Train jobs whose configs differ at most in seed as one ensemble (ntm.ensemble); returns
-    their summaries in order. Each run folder ends as it would after an ordinary run."""
+    their summaries in order. Each run folder ends as it would after an ordinary run. A job whose
+    folder is refused (ntm.run_folder.plan) gets its RunFolderError instead, and the others train."""
     if len({seedless(job.config) for job in jobs}) > 1:
         raise ValueError("jobs trained together must differ at most in seed")
-    summaries: list[dict | None] = [None] * len(jobs)
+    summaries: list[dict | RunFolderError | None] = [None] * len(jobs)
     with ExitStack() as locks:
         # Always in the same order, so that two processes locking overlapping groups cannot deadlock.
         for job in sorted(jobs, key=lambda job: str(job.run_dir)):
             locks.enter_context(run_folder.locked(job.run_dir, wait=wait))
         starts: dict[int, list[tuple[int, run_folder.Plan]]] = {}
         for i, job in enumerate(jobs):
-            start = run_folder.plan(job.config, job.run_dir)
+            try:
+                start = run_folder.plan(job.config, job.run_dir)
+            except RunFolderError as refused:
+                summaries[i] = refused
+                continue
             if start.finished is not None:
                 if job.reporter is not None and start.finished["status"] == "pruned":
                     job.reporter.mark_pruned()  # a trial that repeats a pruned one's parameters is pruned too

@@ -246,30 +246,16 @@ def train_group(
 
 
 def train_jobs(jobs: dict, returns: list[JobReturn]) -> None:
-    """train_together(jobs) into returns. When a member's run folder is refused (another config
-    wrote it, ...), that member fails alone and the others train together without it."""
-    from ntm import run_folder
+    """train_together(jobs) into returns. A member whose run folder is refused (another config
+    wrote it, ...) fails alone; the others train together without it."""
     from ntm.errors import RunFolderError, UserError
     from ntm.train import train_together
 
     if not jobs:
         return
     try:
-        summaries = train_together(list(jobs.values()), wait=True)
+        results = train_together(list(jobs.values()), wait=True)
     except Exception as error:
-        if isinstance(error, RunFolderError) and len(jobs) > 1:
-            refused = {}
-            for k, job in jobs.items():
-                try:
-                    run_folder.plan(job.config, job.run_dir)
-                except RunFolderError as member_error:
-                    refused[k] = member_error
-            if refused:
-                for k, member_error in refused.items():
-                    log.error("[seed %s] %s", jobs[k].config.seed, member_error)  # in that member's log only
-                    finish(returns[k], member_error, failed=True)
-                train_jobs({k: job for k, job in jobs.items() if k not in refused}, returns)
-                return
         if isinstance(error, UserError):
             log.error("%s: %s", error.label, error)
         else:
@@ -277,8 +263,12 @@ def train_jobs(jobs: dict, returns: list[JobReturn]) -> None:
         for k in jobs:
             finish(returns[k], error, failed=True)
         return
-    for k, summary in zip(jobs, summaries):
-        finish(returns[k], summary["objective"])
+    for k, result in zip(jobs, results):
+        if isinstance(result, RunFolderError):
+            log.error("[seed %s] %s", jobs[k].config.seed, result)  # in that member's log only
+            finish(returns[k], result, failed=True)
+        else:
+            finish(returns[k], result["objective"])
 
 
 class EnsembleLauncher(Launcher):
