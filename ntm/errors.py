@@ -64,6 +64,8 @@ def hydra_errors_reported():
         except (HydraException, OmegaConfBaseException) as error:
             if wants_traceback:
                 raise
+            if isinstance(error.__cause__, UserError):
+                raise error.__cause__ from None  # ours, raised inside a Hydra plugin (the ensemble launcher's checks)
             raise ConfigError(one_line(error)) from None
 
 

@@ -238,3 +238,11 @@ def test_jobs_with_batches_above_max_batch_size_train_alone(tmp_path):
     assert "2 jobs, in groups of 1, 1, in this process" in alone.stdout
     together = sweep(*args, "train.batch_size=8", "hydra.launcher.max_batch_size=8", sweep_dir=tmp_path / "together")
     assert "2 jobs, in groups of 2, in this process" in together.stdout
+
+
+@pytest.mark.slow
+def test_a_bad_launcher_setting_is_refused_with_one_line(tmp_path):
+    result = sweep("seed=1,2", "hydra/launcher=ensemble", "hydra.launcher.max_batch_size=0", *TINY, *STEPS,
+                   sweep_dir=tmp_path / "bad", check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: hydra.launcher.max_batch_size=0 is not allowed: must be an integer >= 1"
