@@ -139,11 +139,19 @@ class RMSpropConfig:
     momentum: float = 0.9
     alpha: float = 0.95
     eps: float = 1e-8  # the seed uses PyTorch's default
+    # Graves's form (2013): divide by the standard deviation of recent gradients rather than
+    # their root mean square, i.e. subtract the running mean's square.
+    centered: bool = False
 
     def check(self, prefix: str = "optimizer") -> None:
         positive(prefix, self, "lr", "eps")
         require(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "in [0, 1)")
         require(0 < self.alpha < 1, f"{prefix}.alpha", self.alpha, "in (0, 1)")
+
+    def build(self, params) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(
+            params, lr=self.lr, momentum=self.momentum, alpha=self.alpha, eps=self.eps, centered=self.centered
+        )
 
 
 @dataclass
@@ -162,7 +170,13 @@ class AdamConfig:
             require(0 <= value < 1, f"{prefix}.{name}", value, "in [0, 1)")
         require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
 
+    def build(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, betas=(self.beta1, self.beta2), eps=self.eps, weight_decay=self.weight_decay)
 
+
+# An optimiser is a config dataclass with check() and build(params), registered here, plus
+# conf/optimizer/NAME.yaml. Optimisers must be elementwise (RMSprop, Adam): an ensemble keeps one
+# optimiser over its members' stacked parameters (ntm.ensemble).
 OPTIMIZERS = {"rmsprop": RMSpropConfig, "adam": AdamConfig}
 # A model is a config dataclass with check(), build(task), activation_bytes(batch_size, task) and
 # trains_as_ensemble, registered here, plus conf/model/NAME.yaml. The module it builds provides
@@ -303,6 +317,18 @@ def for_task(task: str, values: dict) -> Any:
 
 
 OmegaConf.register_new_resolver("for_task", for_task, replace=True)
+
+
+def steps_for(sequences: int, batch_size: int) -> int:
+    """Optimiser steps that show a run `sequences` sequences at its batch size: a sweep's budget
+    in sequences, fair to every batch size it tries, e.g.
+    `train.steps: ${steps_for:40000,${train.batch_size}}` (conf/sweep/hpo.yaml)."""
+    if int(sequences) <= 0 or int(batch_size) <= 0:
+        raise ConfigError(f"steps_for: sequences ({sequences}) and batch size ({batch_size}) must be > 0")
+    return -(-int(sequences) // int(batch_size))
+
+
+OmegaConf.register_new_resolver("steps_for", steps_for, replace=True)
 
 
 def register_configs() -> None:

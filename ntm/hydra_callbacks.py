@@ -1,6 +1,7 @@
 """Hydra callbacks (conf/config.yaml, hydra.callbacks), one job each."""
 
 import fcntl
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -35,6 +36,21 @@ def check_sweep_params(config: DictConfig) -> None:
             raise ConfigError(f"hydra.sweeper.params.{key} is not allowed: {name} is not a key of the composed config ({chosen})")
 
 
+# Presets kept for one more version under an old name: name -> what to use instead.
+DEPRECATED_PRESETS = {
+    "seed": "preset=pytorch_ntm, the same settings ('seed' reads as the random seed)",
+    "repeat_copy_fast": "preset=repeat_copy, which solves repeat copy in fewer sequences and minutes (README, Results)",
+}
+
+
+def warn_deprecated(config: DictConfig) -> None:
+    """One line on stderr when the composed config uses a deprecated preset."""
+    preset = config.hydra.runtime.choices.get("preset")
+    if preset in DEPRECATED_PRESETS:
+        instead = DEPRECATED_PRESETS[preset]
+        print(f"Deprecated: preset={preset} will be removed in the next version; use {instead}.", file=sys.stderr)
+
+
 class CheckBeforeWriting(Callback):
     """Refuse a bad config with one line before Hydra creates any folder.
 
@@ -42,10 +58,12 @@ class CheckBeforeWriting(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        warn_deprecated(config)
         with reported():
             _check(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        warn_deprecated(config)
         with reported():
             _check(config)
             check_sweep_params(config)

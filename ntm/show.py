@@ -29,6 +29,9 @@ from ntm.run_folder import load_newest_checkpoint  # noqa: E402
 from ntm.tasks import Task, make_task  # noqa: E402
 
 MAX_GIF_FRAMES = 100  # keeps a GIF of a long run at a few hundred kB
+# Time steps of the drawn sequence: each is a column of every panel, and the model keeps the
+# memory of each step for the figure (N x M floats), so longer sequences are unreadable and slow.
+MAX_PROBE_STEPS = 5000
 PROBE_OPTIONS = {"length": "sequence length", "repeats": "repeat count (repeat copy)"}
 
 
@@ -46,12 +49,21 @@ def probe_batch(task: Task, recorded: dict | None, options: dict) -> tuple[str, 
     if unknown:
         allowed = ", ".join(f"--{key}" for key in task.probe_options) or "no options"
         raise UserError(f"task {task.config.name} draws its sequences with {allowed}, not --{unknown[0]}")
+    for key, value in options.items():
+        if value < 1:
+            raise UserError(f"--{key} {value} is not allowed: must be >= 1")
     name = task.probe_name(**options)
     if recorded and name in recorded["probes"]:
         inputs, targets = recorded["probes"][name]
         return name, (inputs.float().unsqueeze(1), targets.float().unsqueeze(1))
     generator = torch.Generator().manual_seed(task.config.eval_seed + 2)
-    return name, task.probe(generator, **options)
+    batch = task.probe(generator, **options)
+    _, blank_steps = task.alignment(*batch)
+    steps = batch[0].shape[0] + blank_steps
+    if steps > MAX_PROBE_STEPS:
+        asked = " ".join(f"--{key} {value}" for key, value in options.items())
+        raise UserError(f"{asked} makes a sequence of {steps:,} time steps; figures draw at most {MAX_PROBE_STEPS:,}")
+    return name, batch
 
 
 def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, name: str, out: Path) -> float:

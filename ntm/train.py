@@ -59,10 +59,7 @@ def empty_window() -> dict:
 
 
 def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
-    o = config.optimizer
-    if o.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, alpha=o.alpha, eps=o.eps)
-    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+    return config.optimizer.build(params)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

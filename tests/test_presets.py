@@ -19,6 +19,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from ntm.config import Config, job_dirname, validate
+from ntm.hydra_callbacks import DEPRECATED_PRESETS, warn_deprecated
+from ntm.train import train
 
 CONF = ROOT / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "preset").glob("*.yaml"))
@@ -80,7 +82,7 @@ def composed_settings(cfg) -> dict:
 
 def test_presets_are_discovered():
     # The glob must find the presets the README documents; new files join automatically.
-    assert {"fast", "seed"} <= set(PRESETS)
+    assert {"fast", "pytorch_ntm", "seed"} <= set(PRESETS)
     assert {"seeds_memory", "hpo"} <= set(SWEEPS)
 
 
@@ -107,8 +109,30 @@ def test_preset_composes_validates_and_applies(preset):
     assert validate_task_part(compose_full([f"preset={preset}", "train.steps=7", "optimizer=adam"])).train.steps == 7
 
 
-def test_seed_preset_is_the_defaults():
-    assert validate_task_part(compose_full(["preset=seed"])) == validate_task_part(compose_full([]))
+def test_pytorch_ntm_preset_is_the_defaults_and_seed_its_deprecated_name():
+    defaults = validate_task_part(compose_full([]))
+    assert validate_task_part(compose_full(["preset=pytorch_ntm"])) == defaults
+    assert validate_task_part(compose_full(["preset=seed"])) == defaults
+
+
+@pytest.mark.parametrize("preset", sorted(DEPRECATED_PRESETS))
+def test_a_deprecated_preset_says_so_in_one_line_and_still_runs(preset, capsys):
+    warn_deprecated(compose_full([f"preset={preset}"]))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Deprecated: preset={preset} ") and "use preset=" in lines[0]
+    assert (CONF / "preset" / f"{DEPRECATED_PRESETS[preset].split()[0].removeprefix('preset=').rstrip(',')}.yaml").exists()
+    warn_deprecated(compose_full(["preset=fast"]))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_trains_a_few_real_steps(preset, tmp_path):
+    # Eager (a first compile costs ~40 s) and a small evaluation; everything else as the preset says.
+    overrides = [f"preset={preset}", "train.steps=3", "train.compile=false", "train.progress=false", "task.eval_batches=1"]
+    config = validate_task_part(compose_full(overrides))
+    summary = train(config, tmp_path)
+    assert summary["steps"] == 3 and summary["sequences"] == 3 * config.train.batch_size
+    assert summary["status"] in ("completed", "converged") and math.isfinite(summary["eval_cost"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -249,8 +249,12 @@ def test_train_device_cuda_is_refused_without_a_cuda_device():
         tiny_config("train.device=cuda")
 
 
-def test_train_device_auto_gives_the_cpu_run_here(tmp_path):
+def test_train_device_auto_picks_cuda_when_there_is_one_else_the_cpu(tmp_path):
+    from ntm.train import device_of
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert device_of(tiny_config("train.device=auto").train).type == expected
+    # And it trains there: on the CPU, the same run as train.device=cpu.
     auto = train(tiny_config("train.steps=20", "train.device=auto"), tmp_path / "auto")
-    cpu = train(tiny_config("train.steps=20"), tmp_path / "cpu")
-    expected_device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert (expected_device == "cuda") or auto["loss"] == cpu["loss"]
+    same = train(tiny_config("train.steps=20", f"train.device={expected}"), tmp_path / expected)
+    assert auto["loss"] == pytest.approx(same["loss"], rel=1e-5)

@@ -20,6 +20,8 @@ from optuna.storages._rdb import models  # optuna 2.10's tables: no public query
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
+from ntm.checks import require
+from ntm.errors import ConfigError
 from ntm.pruning import PRUNED_ATTR, TRIAL_ENV
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,13 @@ class NTMOptunaSweeper(Sweeper):
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.heartbeat_interval = heartbeat_interval
         self.params = params or {}
+        for key, value, allowed in (
+            ("n_trials", n_trials, n_trials >= 1),
+            ("n_jobs", n_jobs, n_jobs >= 1),
+            ("heartbeat_interval", heartbeat_interval, heartbeat_interval >= 1),
+        ):
+            require(allowed, f"hydra.sweeper.{key}", value, ">= 1")
+        require(0 <= max_failure_rate <= 1, "hydra.sweeper.max_failure_rate", max_failure_rate, "in [0, 1]")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -190,9 +199,10 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval)
-        except sqlalchemy.exc.SQLAlchemyError:
+        except sqlalchemy.exc.SQLAlchemyError as error:
             if attempt == 4:
-                raise
+                reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+                raise ConfigError(f"hydra.sweeper.storage={url!r}: cannot open the study's database: {reason}") from None
             time.sleep(0.5 + random.random())
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
 
 
 @dataclass
@@ -83,3 +83,9 @@ class AssociativeRecallTask(Task):
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config
         return {f"items{items}": [self.batch(items, c.eval_batch_size, generator)] for items in c.eval_items}
+
+    def cost_by_length_sets(self, generator: torch.Generator) -> dict[str, dict[int, Batch]]:
+        """Cost per item count, over the training counts and the generalisation ones."""
+        c = self.config
+        counts = sorted({*range(c.min_items, c.max_items + 1), *c.eval_items})
+        return {"items": {n: self.batch(n, BY_LENGTH_BATCH, generator) for n in counts}}

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import Batch, MemoryProfile, Task, TaskConfig, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, Task, TaskConfig, random_bits
 
 
 @dataclass
@@ -81,3 +81,11 @@ class PrioritySortTask(Task):
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config
         return {f"inputs{n}": [self.batch(n, c.eval_batch_size, generator)] for n in c.eval_inputs}
+
+    def cost_by_length_sets(self, generator: torch.Generator) -> dict[str, dict[int, Batch]]:
+        """Cost per number of vectors read (as many written), from num_outputs up to the largest
+        generalisation count, in steps of about a tenth of that range."""
+        c = self.config
+        top = max([c.num_inputs, *c.eval_inputs])
+        counts = sorted({*range(c.num_outputs, top + 1, max(1, (top - c.num_outputs) // 10)), c.num_inputs, *c.eval_inputs})
+        return {"inputs": {n: self.batch(n, BY_LENGTH_BATCH, generator) for n in counts}}
