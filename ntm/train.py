@@ -439,7 +439,10 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
         while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
-            batches = [to_device(task.sample(t.batch_size, run.data_rng), device) if run.active else None for run in runs]
+            progress = task.progress(sequences)
+            batches = [
+                to_device(task.sample(t.batch_size, run.data_rng, progress), device) if run.active else None for run in runs
+            ]
             results = models.step(task, batches, t.grad_clip, t.grad_clip_value)
             step += 1
             sequences += t.batch_size

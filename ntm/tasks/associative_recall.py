@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, Task, TaskConfig, randint, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, Task, TaskConfig, grown, randint, random_bits
 
 
 @dataclass
@@ -76,8 +76,9 @@ class AssociativeRecallTask(Task):
         asked[1:-1, :, :width] = shown.transpose(0, 1)
         return inputs, answer.transpose(0, 1).contiguous()
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        items = randint(self.config.min_items, self.config.max_items, generator)
+    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+        c = self.config
+        items = randint(c.min_items, grown(c.min_items, c.max_items, progress), generator)
         return self.batch(items, batch_size, generator)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:

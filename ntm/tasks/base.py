@@ -27,12 +27,21 @@ class TaskConfig:
     # Converged: evaluation cost at training lengths, less the optimal cost where the task has
     # one (Task.reference_costs), below this.
     converge_threshold: float = 0.1
+    # Sequences over which the largest training size (length, repeats, items) grows from the
+    # smallest to the configured largest; 0: the full range from the start. Evaluation sets
+    # always cover the full range.
+    curriculum: int = 0
     # Units per layer of the paper's 3-layer LSTM baseline on this task (Graves et al. 2014,
     # table 3): the size model=lstm takes when model.size is null. Not a config key.
     paper_lstm_size: ClassVar[int]
 
     def check(self, prefix: str = "task") -> None:
         positive(prefix, self, "eval_batches", "eval_batch_size", "converge_threshold")
+        require(self.curriculum >= 0, f"{prefix}.curriculum", self.curriculum, ">= 0 (sequences; 0: no curriculum)")
+
+    def fixed_sizes(self, prefix: str) -> None:
+        """Refuse a curriculum for a task whose sequences all have one size."""
+        require(self.curriculum == 0, f"{prefix}.curriculum", self.curriculum, f"0: every {self.name} sequence has one size")
 
     def memory_profile(self, prefix: str = "task") -> MemoryProfile:
         raise NotImplementedError(f"{type(self).__name__} must say how much memory its sequences take")
@@ -71,8 +80,13 @@ class Task:
     def __init__(self, config: TaskConfig):
         self.config = config
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+        """A training batch; progress (0..1) is how far the curriculum has come (1: the full range)."""
         raise NotImplementedError
+
+    def progress(self, sequences: int) -> float:
+        """How far the curriculum has come after this many training sequences, 0..1."""
+        return min(1.0, sequences / self.config.curriculum) if self.config.curriculum else 1.0
 
     def predict(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The model's logits aligned with targets, (T_out, B, O): the one way training,
@@ -138,6 +152,11 @@ class Task:
 
 def random_bits(length: int, batch_size: int, width: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, (length, batch_size, width), generator=generator).float()
+
+
+def grown(low: int, high: int, progress: float) -> int:
+    """The largest size a curriculum allows when it has come `progress` (0..1) of its way from low to high."""
+    return low + round((high - low) * progress)
 
 
 def randint(low: int, high: int, generator: torch.Generator) -> int:

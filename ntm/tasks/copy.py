@@ -5,7 +5,7 @@ from typing import ClassVar
 
 import torch
 
-from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig, Task, grown, randint, random_bits
 
 
 @dataclass
@@ -41,8 +41,9 @@ class CopyTask(Task):
         inputs[length, :, width] = 1.0
         return inputs, bits
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        length = randint(self.config.min_len, self.config.max_len, generator)
+    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+        c = self.config
+        length = randint(c.min_len, grown(c.min_len, c.max_len, progress), generator)
         return self.batch(length, batch_size, generator)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:

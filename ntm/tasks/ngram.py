@@ -33,6 +33,7 @@ class NGramConfig(TaskConfig):
     def check(self, prefix: str = "task") -> None:
         super().check(prefix)
         positive(prefix, self, "seq_len")
+        self.fixed_sizes(prefix)
         # The optimal estimator counts with one-hot contexts, (seq_len, B, 2^(order - 1)).
         require(2 <= self.order <= 10, f"{prefix}.order", self.order, "in 2..10")
 
@@ -83,7 +84,7 @@ class NGramTask(Task):
         inputs = torch.cat([torch.zeros_like(targets[:1]), targets[:-1]])
         return inputs, targets
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
         return self.encode(self.bits_from(self.tables(batch_size, generator), generator))
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:

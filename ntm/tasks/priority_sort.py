@@ -23,6 +23,7 @@ class PrioritySortConfig(TaskConfig):
     def check(self, prefix: str = "task") -> None:
         super().check(prefix)
         positive(prefix, self, "seq_width", "num_inputs", "num_outputs")
+        self.fixed_sizes(prefix)
         require(
             self.num_outputs <= self.num_inputs,
             f"{prefix}.num_outputs",
@@ -75,7 +76,7 @@ class PrioritySortTask(Task):
         order = priorities.argsort(dim=0, descending=True)[: self.config.num_outputs]  # (num_outputs, B)
         return bits.gather(0, order.unsqueeze(-1).expand(-1, -1, bits.shape[-1]))
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
         return self.batch(self.config.num_inputs, batch_size, generator)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:

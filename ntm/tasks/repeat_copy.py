@@ -6,7 +6,7 @@ from typing import ClassVar
 import torch
 
 from ntm.checks import positive, require
-from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig, Task, randint, random_bits
+from ntm.tasks.base import BY_LENGTH_BATCH, Batch, MemoryProfile, SequenceConfig, Task, grown, randint, random_bits
 
 
 @dataclass
@@ -78,10 +78,10 @@ class RepeatCopyTask(Task):
         targets[-1, :, width] = 1.0
         return inputs, targets
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
         c = self.config
-        length = randint(c.min_len, c.max_len, generator)
-        repeats = randint(c.min_repeats, c.max_repeats, generator)
+        length = randint(c.min_len, grown(c.min_len, c.max_len, progress), generator)
+        repeats = randint(c.min_repeats, grown(c.min_repeats, c.max_repeats, progress), generator)
         return self.batch(length, repeats, batch_size, generator)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
