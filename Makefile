@@ -14,8 +14,10 @@ BASE_PYTHON ?= $(shell for p in python3.11 python3; do $$p -c '' 2>/dev/null && 
 # torch's pin, read from pyproject.toml so that there is one place to change it.
 TORCH = $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 ARGS ?=
+# Measured on 2 CPU cores, one run per core (README, Results).
+RESULTS_ESTIMATE := 12 runs (3 presets x seeds 1-4), two at a time: about TBD minutes of wall time, TBD core-minutes
 
-.PHONY: venv test test-fast train lint clean
+.PHONY: venv test test-fast train lint results clean
 
 venv: $(INSTALLED)
 
@@ -41,6 +43,13 @@ test-fast: $(INSTALLED)
 
 train: $(INSTALLED)
 	$(BIN)/python run.py $(ARGS)
+
+# The README's Results: every task's preset on seeds 1-4 (sweep=results), then the table and
+# figures. Resumable: the same command again trains only what is missing.
+results: $(INSTALLED)
+	@echo "sweep=results: $(RESULTS_ESTIMATE)"
+	$(BIN)/python run.py -m sweep=results
+	$(BIN)/python -m analysis multirun/results --group-by task.name --markdown --plots docs/results
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,6 +1,7 @@
 """Figures of one run: what the model does on a sequence, and how its outputs changed in training.
 
     python -m ntm.show RUN_DIR                      # RUN_DIR/figures/{sequence.png,training.gif,cost_by_length.png}
+                                                    # (N-grams also predictions.png)
     python -m ntm.show RUN_DIR --length 80 --out D  # another sequence shape (repeat copy: --repeats R too)
 
 sequence.png needs the model (its newest checkpoint that loads); training.gif and
@@ -66,8 +67,9 @@ def probe_batch(task: Task, recorded: dict | None, options: dict) -> tuple[str, 
     return name, batch
 
 
-def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, name: str, out: Path) -> float:
-    """sequence.png: input, target, output, wrong bits, the heads' weightings and the memory; returns the cost."""
+def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, name: str, out: Path) -> tuple[float, list[str]]:
+    """sequence.png: input, target, output, wrong bits, the heads' weightings and the memory, and
+    predictions.png where the task has a reference predictor; returns the cost and the files written."""
     model = config.model.build(task)
     model.load_state_dict(checkpoint["model"])
     model.eval()
@@ -113,6 +115,11 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
         ax.set_xlabel("column (M)")
         ax.set_ylabel("memory row (N)")
         figure.colorbar(image, ax=ax, fraction=0.046)
+    written = ["sequence.png"]
+    reference = task.reference_probabilities(inputs, targets)
+    if reference is not None:
+        draw_predictions(task, probs, reference[:, 0], targets[:, 0], out)
+        written.append("predictions.png")
     figure.suptitle(
         f"{task.config.name} {name}, {config.model.name} after step {checkpoint['step']:,} "
         f"({checkpoint['sequences']:,} sequences): cost {cost:.2f} {task.cost_unit}"
@@ -120,7 +127,27 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
     figure.tight_layout()
     figure.savefig(out / "sequence.png", dpi=80)
     plt.close(figure)
-    return cost
+    return cost, written
+
+
+def draw_predictions(task: Task, model: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor, out: Path) -> None:
+    """predictions.png: the model's probability of each target bit beside the task's reference
+    predictor's (N-grams: the Bayes-optimal estimator), with the actual bits; (T, O) each."""
+    channels = targets.shape[1]
+    figure, axes = plt.subplots(channels, 1, figsize=(min(16, 4 + targets.shape[0] / 16), 3.2 * channels), squeeze=False)
+    steps = range(targets.shape[0])
+    for channel, ax in enumerate(axes[:, 0]):
+        ax.plot(steps, reference[:, channel], color="tab:green", label="optimal estimator", linewidth=1.5)
+        ax.plot(steps, model[:, channel], color="tab:blue", label="model", linewidth=1)
+        ax.scatter(steps, targets[:, channel], marker="|", color="black", s=20, label="actual bit")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("time step")
+        ax.set_ylabel("P(bit = 1)")
+        ax.legend(fontsize=7, loc="upper right", ncol=3)
+    axes[0, 0].set_title(f"{task.config.name}: the model's prediction of each bit and the optimal estimator's")
+    figure.tight_layout()
+    figure.savefig(out / "predictions.png", dpi=80)
+    plt.close(figure)
 
 
 def draw_training_gif(task: Task, recorded: dict, name: str, out: Path) -> int:
@@ -193,9 +220,9 @@ def show(run_dir: Path, out: Path | None = None, **options: int) -> dict[str, Pa
     written = {}
     checkpoint, checkpoint_name = load_newest_checkpoint(run_dir)
     if checkpoint is not None:
-        cost = draw_sequence(config, task, checkpoint, batch, name, out)
+        cost, files = draw_sequence(config, task, checkpoint, batch, name, out)
         print(f"{task.config.name} {name}: {cost:.3f} {task.cost_unit} after step {checkpoint['step']:,} ({checkpoint_name})")
-        written["sequence.png"] = out / "sequence.png"
+        written.update({file: out / file for file in files})
     else:
         print(f"no checkpoint in {run_dir / fmt.CHECKPOINT_DIR}: no sequence.png", file=sys.stderr)
     if recorded and any(name in record["outputs"] for record in recorded["records"]):

@@ -13,7 +13,9 @@ from ntm import snapshots
 from ntm.config import validate
 from ntm.model import NTM
 from ntm.show import show
+from ntm.tasks import make_task
 from ntm.tasks.copy import CopyConfig, CopyTask
+from ntm.tasks.ngram import NGramConfig
 from ntm.train import train
 
 SHORT = [*TINY, "train.steps=12", "train.batch_size=2", "train.report_interval=4", "train.eval_interval=4"]
@@ -96,11 +98,40 @@ def test_recorded_weightings_sum_to_one_over_memory_rows():
     assert states[-1].memory.shape == (3, 16, 8)
 
 
-def test_ngram_figures_follow_the_task_alignment(tmp_path):
+def test_ngram_figures_follow_the_task_alignment_and_draw_the_optimal_estimator(tmp_path):
     run_dir = tmp_path / "run"
     overrides = [o for o in SHORT if not o.startswith("task.")]
     train(validate(compose_config(["task=ngram", "task.seq_len=12", "task.eval_batches=2", *overrides])), run_dir)
-    assert "sequence.png" in show(run_dir, tmp_path / "figures")
+    written = show(run_dir, tmp_path / "figures")
+    assert {"sequence.png", "predictions.png"} <= set(written)
+    with Image.open(written["predictions.png"]) as image:
+        assert image.format == "PNG" and image.size[0] > 300
+
+
+def test_the_ngram_reference_is_the_optimal_estimator_whose_cost_the_task_reports():
+    task = make_task(NGramConfig(seq_len=50))
+    inputs, targets = task.sample(4, torch.Generator().manual_seed(3))
+    p_one = task.reference_probabilities(inputs, targets).double()
+    bits = torch.where(targets == 1, p_one, 1 - p_one).log2().neg().sum(dim=(0, 2))
+    torch.testing.assert_close(bits, task.optimal_cost(targets.squeeze(-1).long()))
+    assert make_task(CopyConfig()).reference_probabilities(inputs, targets) is None
+
+
+@pytest.mark.parametrize(
+    "task, axis, values",
+    [
+        (["task=associative_recall", "task.max_items=4", "task.eval_items=[6]"], "items", [2, 3, 4, 6]),
+        (["task=priority_sort", "task.num_inputs=6", "task.num_outputs=4", "task.eval_inputs=[8]"], "inputs", [4, 5, 6, 7, 8]),
+    ],
+)
+def test_new_tasks_draw_their_sequence_training_and_cost_by_size(tmp_path, task, axis, values):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in SHORT if not o.startswith("task.")]
+    train(validate(compose_config([*task, "task.eval_batches=2", *overrides])), run_dir)
+    written = show(run_dir, tmp_path / "figures")
+    assert sorted(written) == ["cost_by_length.png", "sequence.png", "training.gif"]
+    recorded = snapshots.load(run_dir)
+    assert [list(record["costs"][axis]) for record in recorded["records"]] == [values] * 3
 
 
 def test_snapshots_of_a_run_at_the_seed_settings_fit_the_size_budget(tmp_path):

@@ -138,6 +138,11 @@ class Task:
         """Cost of each sequence, (T, B, O) -> (B,): what metrics, evaluation and convergence use."""
         return self.error_bits(logits, targets)
 
+    def reference_probabilities(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """A reference predictor's probability of each target being 1, (T, B, O), for figures to
+        draw beside the model's (N-grams: the optimal estimator); None by default."""
+        return None
+
     def reference_costs(self, eval_sets: dict[str, list[Batch]]) -> dict[str, float]:
         """Costs to compare the model with on the training-distribution evaluation set, e.g.
         {"optimal_cost": ...}; recorded in metrics.csv and summary.json. None by default."""

@@ -109,8 +109,8 @@ class NGramTask(Task):
         # Bit t - j (j = 1..k) is padded[t + k - j]; it has weight 2^(j - 1).
         return sum(padded[k - j : k - j + bits.shape[0]] << (j - 1) for j in range(1, k + 1))
 
-    def optimal_cost(self, bits: torch.Tensor) -> torch.Tensor:
-        """Cost of the Bayes-optimal predictor on each sequence, (seq_len, B) -> (B,) bits.
+    def optimal_probabilities(self, bits: torch.Tensor) -> torch.Tensor:
+        """The Bayes-optimal predictor's P(bit t = 1) for each bit, (seq_len, B) -> (seq_len, B).
 
         Before bit t, with n0 and n1 the zeros and ones that followed its context so far,
         P(bit t = 1) = (n1 + 1/2) / (n0 + n1 + 1): the Beta(1/2, 1/2) posterior predictive.
@@ -120,9 +120,17 @@ class NGramTask(Task):
         # Counts before step t: cumulative sums up to t, less step t itself.
         seen = (contexts.cumsum(0) - contexts).mul(contexts).sum(-1)  # (T, B)
         seen_ones = (ones.cumsum(0) - ones).mul(contexts).sum(-1)
-        p_one = (seen_ones + PRIOR) / (seen + 2 * PRIOR)
+        return (seen_ones + PRIOR) / (seen + 2 * PRIOR)
+
+    def optimal_cost(self, bits: torch.Tensor) -> torch.Tensor:
+        """Cost of the Bayes-optimal predictor on each sequence, (seq_len, B) -> (B,) bits."""
+        p_one = self.optimal_probabilities(bits)
         p_actual = torch.where(bits == 1, p_one, 1 - p_one)
         return -torch.log2(p_actual).sum(0)
+
+    def reference_probabilities(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The optimal estimator's prediction of every target bit, (T, B, 1)."""
+        return self.optimal_probabilities(targets.squeeze(-1).long()).unsqueeze(-1).float()
 
     def reference_costs(self, eval_sets: dict[str, list[Batch]]) -> dict[str, float]:
         """{"optimal_cost": the optimal estimator's mean cost on the training-distribution set}."""
