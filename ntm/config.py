@@ -196,6 +196,9 @@ class TrainConfig:
     checkpoint_interval: int = 1000  # steps between checkpoints; 0 disables
     grad_clip: str = "value"  # value: elementwise as the seed; norm: global norm; none
     grad_clip_value: float = 10.0
+    # Sequences over which the learning rate halves, smoothly (optimizer.lr * 0.5 ** (sequences /
+    # lr_half_life)): fast early learning, fine late steps. 0: constant.
+    lr_half_life: int = 0
     stop_at_convergence: bool = True
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
@@ -214,7 +217,7 @@ class TrainConfig:
 
     def check(self, prefix: str = "train") -> None:
         positive(prefix, self, "steps", "batch_size", "report_interval")
-        for name in ("eval_interval", "checkpoint_interval", "threads", "snapshot_interval"):
+        for name in ("eval_interval", "checkpoint_interval", "threads", "snapshot_interval", "lr_half_life"):
             value = getattr(self, name)
             if value is not None:
                 require(value >= 0, f"{prefix}.{name}", value, ">= 0")

@@ -439,9 +439,13 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
         while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
-            progress = task.progress(sequences)
+            if t.lr_half_life:
+                for group in models.optimizer.param_groups:
+                    group["lr"] = config.optimizer.lr * 0.5 ** (sequences / t.lr_half_life)
+            # How far the task's curriculum has come: the same for every member.
+            curriculum = task.progress(sequences)
             batches = [
-                to_device(task.sample(t.batch_size, run.data_rng, progress), device) if run.active else None for run in runs
+                to_device(task.sample(t.batch_size, run.data_rng, curriculum), device) if run.active else None for run in runs
             ]
             results = models.step(task, batches, t.grad_clip, t.grad_clip_value)
             step += 1

@@ -258,3 +258,14 @@ def test_train_device_auto_picks_cuda_when_there_is_one_else_the_cpu(tmp_path):
     auto = train(tiny_config("train.steps=20", "train.device=auto"), tmp_path / "auto")
     same = train(tiny_config("train.steps=20", f"train.device={expected}"), tmp_path / expected)
     assert auto["loss"] == pytest.approx(same["loss"], rel=1e-5)
+
+
+def test_lr_half_life_halves_the_learning_rate_every_that_many_sequences(tmp_path):
+    common = ["train.steps=10", "train.batch_size=2", "optimizer.lr=1e-3", "train.checkpoint_interval=5"]
+    train(tiny_config(*common, "train.lr_half_life=10"), tmp_path / "decay")
+    checkpoint = torch.load(tmp_path / "decay" / "checkpoints" / "last.pt", weights_only=False)
+    # The last step started after 18 sequences.
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5 ** (18 / 10))
+    train(tiny_config(*common), tmp_path / "constant")
+    checkpoint = torch.load(tmp_path / "constant" / "checkpoints" / "last.pt", weights_only=False)
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == 1e-3
