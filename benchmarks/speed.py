@@ -34,8 +34,6 @@ from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
 from ntm.train import train_step  # noqa: E402
 
 TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
-# The seed project's own train.py (pytorch-ntm), measured on this machine class.
-SEED_MS_PER_SEQ = {("copy", 1): 59.0, ("copy", 8): 18.0, ("copy", 32): 8.0}
 
 
 def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batches: list) -> None:
@@ -68,8 +66,8 @@ def time_path(task, batch_size: int, steps: int, repeats: int, compiled: bool) -
 
 def speed_table(args) -> list[str]:
     lines = [
-        "| task | batch | seed ms/seq | eager ms/seq | compiled ms/seq | eager/compiled | compiled seq/s | compile s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | batch | eager ms/seq | compiled ms/seq | eager/compiled | compiled seq/s | compile s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in args.tasks:
         task = make_task(TASKS[name]())
@@ -77,9 +75,8 @@ def speed_table(args) -> list[str]:
             steps = max(32, args.sequences // batch_size)
             eager, _ = time_path(task, batch_size, steps, args.repeats, compiled=False)
             fast, compile_s = time_path(task, batch_size, steps, args.repeats, compiled=True)
-            seed = SEED_MS_PER_SEQ.get((name, batch_size))
             lines.append(
-                f"| {name} | {batch_size} | {seed if seed else '-'} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x "
+                f"| {name} | {batch_size} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x "
                 f"| {1000 / fast:.0f} | {compile_s:.0f} |"
             )
             print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
