@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 Report = Callable[[str], None]
 
 
@@ -54,3 +56,8 @@ def _as_text(value: object) -> str:
     if value is None:
         return "null"
     return str(value).strip().strip("'\"")
+
+
+def is_missing(value) -> bool:
+    """None, NaN or pandas' NA: a cell with no value."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

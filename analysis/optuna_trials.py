@@ -7,7 +7,6 @@ without trial columns (one warning line says so).
 """
 
 import json
-import math
 import os
 import urllib.parse
 import warnings
@@ -20,7 +19,7 @@ import pandas as pd
 
 from ntm import run_format as fmt
 
-from .common import Report, display_path, same_value, warn
+from .common import Report, display_path, is_missing, same_value, warn
 
 STUDY_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SWEEP_MARKERS = ("multirun.yaml", "optimization_results.yaml")  # Hydra's basic sweeper / the Optuna sweeper
@@ -70,10 +69,6 @@ class Study:
             value = None if is_missing(row.get("value")) else float(row["value"])
             trials.append(Trial(self.name, int(row["number"]), str(row["state"]), value, values, str(self.file)))
         return trials
-
-
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def plain(value):

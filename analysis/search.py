@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from .common import Report, warn
+from .common import Report, is_missing, warn
 from .load import IN_PROGRESS, Loaded
 from .optuna_trials import PARAM_PREFIX, Study, param_importances
 from .table import format_key, format_number, groups, varying_columns
@@ -117,10 +117,6 @@ def run_row(run: dict, params: list[str], evals: list[str]) -> dict:
         **{column: run.get(column) for column in (*evals, *RESULT_COLUMNS)},
         "run_dir": run["run_dir"],
     }
-
-
-def is_missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
