@@ -196,9 +196,11 @@ class TrainConfig:
     checkpoint_interval: int = 1000  # steps between checkpoints; 0 disables
     grad_clip: str = "value"  # value: elementwise as the seed; norm: global norm; none
     grad_clip_value: float = 10.0
-    # Sequences over which the learning rate halves, smoothly (optimizer.lr * 0.5 ** (sequences /
-    # lr_half_life)): fast early learning, fine late steps. 0: constant.
+    # Sequences over which the learning rate's distance to lr_min halves, smoothly: lr_min +
+    # (optimizer.lr - lr_min) * 0.5 ** (sequences / lr_half_life). Fast early learning, fine late
+    # steps, and a floor for runs that learn late. 0: constant.
     lr_half_life: int = 0
+    lr_min: float = 0.0
     stop_at_convergence: bool = True
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
@@ -227,6 +229,7 @@ class TrainConfig:
         if self.device == "cuda":
             require(torch.cuda.is_available(), f"{prefix}.device", self.device, "cpu or auto: this machine has no CUDA device")
         require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
+        require(self.lr_min >= 0, f"{prefix}.lr_min", self.lr_min, ">= 0")
         if self.max_memory_gb is not None:
             require(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb, "> 0 or null (the memory available)")
 
@@ -248,6 +251,8 @@ class Config:
         self.model.check("model")
         self.optimizer.check("optimizer")
         self.train.check("train")
+        lr = self.optimizer.lr
+        require(self.train.lr_min <= lr, "train.lr_min", self.train.lr_min, f"<= optimizer.lr ({lr})")
         check_memory(self)
 
 

@@ -441,7 +441,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
             tick = time.perf_counter()
             if t.lr_half_life:
                 for group in models.optimizer.param_groups:
-                    group["lr"] = config.optimizer.lr * 0.5 ** (sequences / t.lr_half_life)
+                    group["lr"] = t.lr_min + (config.optimizer.lr - t.lr_min) * 0.5 ** (sequences / t.lr_half_life)
             # How far the task's curriculum has come: the same for every member.
             curriculum = task.progress(sequences)
             batches = [

@@ -269,3 +269,17 @@ def test_lr_half_life_halves_the_learning_rate_every_that_many_sequences(tmp_pat
     train(tiny_config(*common), tmp_path / "constant")
     checkpoint = torch.load(tmp_path / "constant" / "checkpoints" / "last.pt", weights_only=False)
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == 1e-3
+
+
+def test_lr_half_life_decays_towards_lr_min(tmp_path):
+    common = ["train.steps=10", "train.batch_size=2", "optimizer.lr=1e-3", "train.checkpoint_interval=5"]
+    train(tiny_config(*common, "train.lr_half_life=10", "train.lr_min=4e-4"), tmp_path / "floor")
+    checkpoint = torch.load(tmp_path / "floor" / "checkpoints" / "last.pt", weights_only=False)
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(4e-4 + 6e-4 * 0.5 ** (18 / 10))
+
+
+def test_lr_min_above_the_learning_rate_is_refused():
+    from ntm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.lr_min=0.01 is not allowed: must be <= optimizer.lr \(0.001\)"):
+        tiny_config("optimizer.lr=1e-3", "train.lr_min=1e-2")
