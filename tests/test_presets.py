@@ -28,7 +28,8 @@ SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 OPTUNA_SWEEPER = "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 ENSEMBLE_LAUNCHER = "hydra_plugins.ntm_ensemble.launcher.EnsembleLauncher"
-SEED_GRIDS = ("seeds_memory", "memory_init")  # sweeps of seeds x one setting: their seeds train as ensembles
+# Grids asked in one batch and paced by the ensemble launcher (seeds x one setting train as ensembles).
+SEED_GRIDS = ("seeds_memory", "memory_init", "results")
 JOB_SUBDIR = "${job_dirname:${hydra.job.override_dirname}}"
 
 
