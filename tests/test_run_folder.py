@@ -245,3 +245,29 @@ def test_sigkilled_run_leaves_no_stale_lock(tmp_path):
     process.wait()
     with run_folder.locked(tmp_path):
         pass
+
+
+def test_a_run_folder_of_version_0_2_continues_exactly_as_a_new_one(tmp_path):
+    """0.2.0 wrote no optimizer.centered, task.curriculum, train.lr_half_life or train.lr_min, in its
+    config nor its checkpoints: such a folder continues, and to the same numbers as a run of today."""
+    train(config("train.steps=10"), tmp_path / "old")
+    added = {"optimizer": ["centered"], "task": ["curriculum"], "train": ["lr_half_life", "lr_min"]}
+
+    def strip(stored: dict) -> None:
+        for group, keys in added.items():
+            for key in keys:
+                del stored[group][key]
+
+    path = tmp_path / "old" / fmt.CONFIG_FILE
+    stored = yaml.safe_load(path.read_text())
+    strip(stored)
+    path.write_text(yaml.safe_dump(stored))
+    for name in fmt.CHECKPOINT_FILES:
+        checkpoint_path = tmp_path / "old" / fmt.CHECKPOINT_DIR / name
+        checkpoint = torch.load(checkpoint_path, weights_only=False)
+        strip(checkpoint["config"])
+        torch.save(checkpoint, checkpoint_path)
+    continued = train(config("train.steps=20"), tmp_path / "old")
+    assert (continued["steps"], continued["continued_from"]) == (20, 10)
+    train(config("train.steps=20"), tmp_path / "new")
+    assert results(tmp_path / "old") == results(tmp_path / "new")
