@@ -37,7 +37,7 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# Everything but the tests marked slow (subprocess sweeps, resumes, per-case CLI checks): < 1 min.
+# Everything but the tests marked slow (subprocess sweeps, resumes, per-case CLI checks): about 3.5 minutes on 2 cores (README, Test).
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
