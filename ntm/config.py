@@ -331,8 +331,7 @@ def steps_for(sequences: int, batch_size: int) -> int:
     """Optimiser steps that show a run `sequences` sequences at its batch size: a sweep's budget
     in sequences, fair to every batch size it tries, e.g.
     `train.steps: ${steps_for:40000,${train.batch_size}}` (conf/sweep/hpo.yaml)."""
-    if int(sequences) <= 0 or int(batch_size) <= 0:
-        raise ConfigError(f"steps_for: sequences ({sequences}) and batch size ({batch_size}) must be > 0")
+    require(int(sequences) > 0 and int(batch_size) > 0, "steps_for", f"{sequences},{batch_size}", "sequences and batch size > 0")
     return -(-int(sequences) // int(batch_size))
 
 

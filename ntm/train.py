@@ -62,6 +62,15 @@ def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
     return config.optimizer.build(params)
 
 
+def learning_rate(config: Config, sequences: int) -> float:
+    """The learning rate after this many sequences: optimizer.lr, or with train.lr_half_life its
+    smooth decay towards train.lr_min. A function of sequences alone, so a resumed run continues it."""
+    t = config.train
+    if not t.lr_half_life:
+        return config.optimizer.lr
+    return t.lr_min + (config.optimizer.lr - t.lr_min) * 0.5 ** (sequences / t.lr_half_life)
+
+
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
 
@@ -441,7 +450,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
             tick = time.perf_counter()
             if t.lr_half_life:
                 for group in models.optimizer.param_groups:
-                    group["lr"] = t.lr_min + (config.optimizer.lr - t.lr_min) * 0.5 ** (sequences / t.lr_half_life)
+                    group["lr"] = learning_rate(config, sequences)
             # How far the task's curriculum has come: the same for every member.
             curriculum = task.progress(sequences)
             batches = [
