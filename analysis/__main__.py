@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .common import display_path
 from .load import Loaded, load
-from .search import format_importances, is_search, search_table, status_counts, study_importances, used_studies
-from .table import render, results_table
+from .search import format_importances, format_search, is_search, search_table, status_counts, study_importances, used_studies
+from .table import format_table, render, results_table
 
 NO_RUNS, USAGE = 1, 2  # exit codes
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for name_column, columns in followers.items():
         print(f"(not shown: {', '.join(columns)}, fixed by {name_column})")
     print()
-    print(render(table, markdown=args.markdown, width=width))
+    print(render(format_table(table), markdown=args.markdown, width=width))
     write_tables(args, loaded, table)
     if args.plots:
         from .plots import plot_all  # matplotlib only when figures are asked for
@@ -118,8 +118,7 @@ def show_trials(args: argparse.Namespace, loaded: Loaded, width: int | None, cho
         print("(trials view: each configuration ran once; --groups for the grouped table)")
     print()
     shown = table.head(args.top) if args.top else table
-    shown.attrs = table.attrs
-    print(render(shown, markdown=args.markdown, width=width))
+    print(render(format_search(shown), markdown=args.markdown, width=width))
     if args.top and args.top < len(table):
         print(f"({len(table) - args.top} more trials not shown: --top {len(table)} or --csv FILE for all)")
     for line in lines:

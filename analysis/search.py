@@ -45,7 +45,7 @@ def search_table(loaded: Loaded, importances: dict[str, float] | None = None) ->
     the summary statuses), each swept parameter (Optuna's params, or the varying config keys without a study),
     objective (summary.json's, else the trial's value), eval_cost*, sequences, steps, converged_at, wall_time_s,
     cost, run_dir. Sorted by objective (the study's direction), then trial number; rows without an objective last.
-    attrs: view='trials', params (ordered by importance when importances are given), direction, distributions.
+    attrs: params (ordered by importance when importances are given), direction, distributions.
     """
     studies = used_studies(loaded)
     runs = loaded.runs
@@ -79,7 +79,7 @@ def search_table(loaded: Loaded, importances: dict[str, float] | None = None) ->
     if importances:
         params = sorted(params, key=lambda key: -importances.get(key, -1.0))
     distributions = {key: kind for study in studies for key, kind in study.distributions.items()}
-    table.attrs.update(view="trials", params=params, direction=direction, distributions=distributions)
+    table.attrs.update(params=params, direction=direction, distributions=distributions)
     return table
 
 

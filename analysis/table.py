@@ -157,12 +157,8 @@ def spread(name: str, values: pd.Series) -> dict:
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """The results table as short text for people: 'median [min-max]', 'mean ± std', '3/4' converged, numbers to 3
-    significant digits. Running and unfinished counts appear only when some run is. A search table
-    (analysis.search_table) is formatted by analysis.search.format_search."""
-    if table.attrs.get("view") == "trials":
-        from .search import format_search
-
-        return format_search(table)
+    significant digits. Running and unfinished counts appear only when some run is. (A search table's
+    formatter is analysis.search.format_search.)"""
     keys = list(table.attrs.get("group_by", table.columns[: list(table.columns).index("runs")]))
     shown = pd.DataFrame({key: table[key].map(format_key) for key in keys}, index=table.index)
     shown["runs"] = table["runs"].astype(int).astype(str)
@@ -185,13 +181,12 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def render(table: pd.DataFrame, markdown: bool = False, width: int | None = None) -> str:
-    """The results table (or a search table) as aligned text, or a markdown pipe table.
+def render(shown: pd.DataFrame, markdown: bool = False, width: int | None = None) -> str:
+    """A formatted table (format_table's or format_search's) as aligned text, or a markdown pipe table.
 
     width: the most characters a line may have; columns are left out from the right (the group keys, or a
     search's trial, objective and status, always stay) and a last line names them.
     """
-    shown = format_table(table)
     keep = shown.attrs.get("keep", 0)
     left = shown.attrs.get("left")
     text, hidden = fit_width(shown, markdown, width, keep, left)

@@ -240,7 +240,7 @@ def test_nothing_varies_gives_one_group(tmp_path):
     table = analysis.results_table(analysis.load_runs(tmp_path))
     assert len(table) == 1 and table.loc[0, "runs"] == 3
     assert table.attrs["group_by"] == []
-    assert "runs" in analysis.render(table)
+    assert "runs" in analysis.render(analysis.format_table(table))
 
 
 def test_group_by_keys(tmp_path):

@@ -227,7 +227,7 @@ def test_search_table_api_and_maximize(tmp_path):
     assert table.attrs["params"] == ["model.memory.m", "optimizer", "optimizer.lr", "train.batch_size"]  # Optuna's order
     assert table.attrs["distributions"]["optimizer.lr"] == "log"
     assert table.attrs["distributions"]["model.memory.m"] == "categorical"
-    assert "trial" in analysis.render(table)
+    assert "trial" in analysis.render(analysis.format_search(table))
 
 
 def test_seed_grid_keeps_grouped_table_and_views_can_be_chosen(tmp_path, capsys, sweep):
