@@ -13,10 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ntm.config import register_configs, validate
-from ntm.errors import hydra_errors_reported, reported
+from ntm.config import validate
+from ntm.errors import reported
+from ntm.hydra_glue import hydra_errors_reported, hydra_record, register_configs
 from ntm.pruning import trial_reporter
-from ntm.run_folder import hydra_record
 from ntm.train import train
 
 register_configs()

@@ -4,7 +4,6 @@ The dataclasses are the schema: Hydra rejects unknown keys and wrong types while
 `validate()` then checks values (ranges, names) and returns the typed config.
 """
 
-import hashlib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
@@ -300,53 +299,6 @@ def check_memory(config: Config) -> None:
         f"{4 * profile.eval_floats / gib:.1f} GiB), more than the {limit / gib:.1f} GiB {source}; "
         "make them smaller, or set train.max_memory_gb=GB to allow it"
     )
-
-
-def job_dirname(overrides: str) -> str:
-    """A sweep job's folder name from its overrides (Hydra's override_dirname): readable, the
-    same for the same parameters (so a continued sweep finds finished jobs), and short enough
-    for any file system."""
-    if len(overrides) <= 120:
-        return overrides
-    return f"{overrides[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:12]}"
-
-
-# Registered on import: sweep jobs resolve their folder in launcher worker processes too.
-OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
-
-
-def for_task(task: str, values: dict) -> Any:
-    """The value for the composed task from a table in a config file, e.g.
-    `train.steps: "${for_task:${task.name},{copy: 8000, ngram: 1500}}"`: per-task settings in
-    one sweep over tasks (conf/sweep/paper.yaml)."""
-    if task not in values:
-        raise ConfigError(f"for_task: no value for task {task!r}; the table has {', '.join(values)}")
-    return values[task]
-
-
-OmegaConf.register_new_resolver("for_task", for_task, replace=True)
-
-
-def steps_for(sequences: int, batch_size: int) -> int:
-    """Optimiser steps that show a run `sequences` sequences at its batch size: a sweep's budget
-    in sequences, fair to every batch size it tries, e.g.
-    `train.steps: ${steps_for:40000,${train.batch_size}}` (conf/sweep/hpo.yaml)."""
-    require(int(sequences) > 0 and int(batch_size) > 0, "steps_for", f"{sequences},{batch_size}", "sequences and batch size > 0")
-    return -(-int(sequences) // int(batch_size))
-
-
-OmegaConf.register_new_resolver("steps_for", steps_for, replace=True)
-
-
-def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore; each YAML in conf/ extends one of them."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    for group, registry in GROUP_SCHEMAS.items():
-        for name, schema in registry.items():
-            cs.store(group=group, name=f"{name}_schema", node=schema)
 
 
 def validate(cfg: DictConfig | Config) -> Config:

@@ -192,17 +192,6 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     save_torch(last, state, keep_previous=previous)
 
 
-def hydra_record(hydra_config) -> dict[str, str]:
-    """Hydra's record of one job (its HydraConfig node): the hydra_files write_record puts into
-    .hydra/ beside the config, as Hydra itself would (hydra.output_subdir is null)."""
-    from omegaconf import OmegaConf
-
-    return {
-        "overrides.yaml": OmegaConf.to_yaml(hydra_config.overrides.task),
-        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_config}),
-    }
-
-
 def write_record(run_dir: Path, config: Config, hydra_files: dict | None) -> None:
     """Write .hydra/ (config, and Hydra's overrides and own config when given) and add this
     start to provenance.json: called once the folder's checks have passed."""

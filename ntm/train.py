@@ -27,6 +27,20 @@ from ntm.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
 
+
+class RunLog(logging.LoggerAdapter):
+    """This module's logger for one run: each line carries the run folder (record.run_dir), by
+    which the ensemble launcher writes a member's lines into that member's own log file, and, in
+    an ensemble, starts with the member's seed."""
+
+    def __init__(self, run_dir: Path, prefix: str = ""):
+        super().__init__(log, {"run_dir": str(run_dir)})
+        self.prefix = prefix
+
+    def process(self, msg, kwargs):
+        return self.prefix + msg, {**kwargs, "extra": self.extra}
+
+
 # Returned to the sweeper for a diverged run: finite (a NaN aborts an Optuna sweep) and worse
 # than any run that kept training.
 DIVERGED_OBJECTIVE = 1e6
@@ -266,9 +280,9 @@ def evaluate(models, task: Task, eval_sets: dict) -> list[dict[str, float] | Non
 class Run:
     """One run folder's training record: what its checkpoint holds and its summary reports."""
 
-    def __init__(self, job: Job, start: run_folder.Plan, task: Task, label: str):
+    def __init__(self, job: Job, start: run_folder.Plan, task: Task, together: bool):
         self.job, self.config, self.run_dir, self.start = job, job.config, job.run_dir, start
-        self.label = label  # prefix of its log lines: the seed, in an ensemble
+        self.log = RunLog(job.run_dir, f"[seed {job.config.seed}] " if together else "")
         self.data_rng = torch.Generator().manual_seed(job.config.seed)
         self.rows, self.window = [], empty_window()
         self.converged_at, self.converged_time_s = None, None
@@ -287,8 +301,8 @@ class Run:
             self.train_time, self.wall_time = ckpt["train_time"], ckpt["wall_time"]
             records = ckpt.get("snapshots", [])
             write_csv(self.run_dir / fmt.METRICS_FILE, self.rows)
-            log.info("%sResumed from %s at step %d (%d sequences).", label,
-                     self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
+            self.log.info("Resumed from %s at step %d (%d sequences).",
+                          self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
         self.snapshots = Snapshots(task, records) if interval else None
 
     def add(self, loss: torch.Tensor, costs: torch.Tensor, batch_size: int, seconds: float) -> None:
@@ -317,7 +331,7 @@ class Run:
         if evaluated:
             if evaluation is None:
                 self.status, self.last_eval = "diverged", {}
-                log.warning("%sDiverged at step %d: non-finite outputs on the evaluation set; stopping.", self.label, step)
+                self.log.warning("Diverged at step %d: non-finite outputs on the evaluation set; stopping.", step)
                 return row
             self.last_eval = {**evaluation, **references}
             row.update(self.last_eval)
@@ -327,12 +341,12 @@ class Run:
             reporter = self.job.reporter
             if reporter and self.converged_at is None and reporter.should_stop(sequences, gap(self.last_eval)):
                 self.status = "pruned"
-                log.info("%sPruned by the sweep at step %d (%d sequences).", self.label, step, sequences)
+                self.log.info("Pruned by the sweep at step %d (%d sequences).", step, sequences)
         self.rows.append(row)
         write_csv(self.run_dir / fmt.METRICS_FILE, self.rows)
-        log.info(
-            "%sstep %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
-            self.label, step, sequences, row["loss"], row["cost"], row["seq_per_s"],
+        self.log.info(
+            "step %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
+            step, sequences, row["loss"], row["cost"], row["seq_per_s"],
             f"  eval_cost {self.last_eval['eval_cost']:.3f}" if evaluated else "",
         )  # fmt: skip
         return row
@@ -414,7 +428,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     references = task.reference_costs(eval_sets)
     eval_sets = {name: [(i.to(device), o.to(device)) for i, o in batches] for name, batches in eval_sets.items()}
     together = len(jobs) > 1
-    runs = [Run(job, start, task, f"[seed {job.config.seed}] " if together else "") for job, start in zip(jobs, starts)]
+    runs = [Run(job, start, task, together) for job, start in zip(jobs, starts)]
 
     step, sequences = 0, 0
     checkpoints = [start.checkpoint for start in starts]
@@ -435,14 +449,14 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
             run.last_eval = evaluate(models, task, eval_sets)[k]
             if run.last_eval is None:
                 run.status, run.last_eval = "diverged", {}
-                log.warning("%sDiverged: non-finite outputs on the evaluation set at the last step %d.", run.label, step)
+                run.log.warning("Diverged: non-finite outputs on the evaluation set at the last step %d.", step)
             else:
                 run.last_eval.update(references)
         if run.status != "diverged" and t.checkpoint_interval:
             run.save_checkpoint(models, k, step, sequences, started)
         summaries[k] = run.summary(step, sequences, started)
         write_json(run.run_dir / fmt.SUMMARY_FILE, summaries[k])
-        log.info("%sFinished: %s", run.label, json.dumps(summaries[k]))
+        run.log.info("Finished: %s", json.dumps(summaries[k]))
 
     progress = tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train")
     with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
@@ -469,7 +483,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                 loss, logits, finite = result
                 if not finite:
                     run.status = "diverged"
-                    log.warning("%sDiverged at step %d: stopping; the last checkpoint is kept.", run.label, step)
+                    run.log.warning("Diverged at step %d: stopping; the last checkpoint is kept.", step)
                     finish(k, run, step - 1, sequences - t.batch_size)  # the step made no update
                     continue
                 run.add(loss, task.cost(logits, batch[1]), t.batch_size, seconds)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ntm.config import register_configs
+from ntm.hydra_glue import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()

@@ -14,8 +14,8 @@ import torch
 from conftest import ROOT, compose_config, run_py
 from omegaconf import OmegaConf
 
-from ntm.config import MODELS, ConfigError, for_task, validate
-from ntm.hydra_callbacks import DEPRECATED_PRESETS, check_sweep_params
+from ntm.config import MODELS, ConfigError, validate
+from ntm.hydra_glue import DEPRECATED_PRESETS, check_sweep_params, for_task
 from ntm.lstm import LSTM
 from ntm.model import NTM
 from ntm.tasks import TASKS, make_task

@@ -18,14 +18,14 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
-from ntm.config import Config, job_dirname, validate
-from ntm.hydra_callbacks import DEPRECATED_PRESETS, warn_deprecated
+from ntm.config import Config, validate
+from ntm.hydra_glue import DEPRECATED_PRESETS, job_dirname, warn_deprecated
 from ntm.train import train
 
 CONF = ROOT / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "preset").glob("*.yaml"))
 CURRENT_PRESETS = [preset for preset in PRESETS if preset not in DEPRECATED_PRESETS]
-SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml") if not p.stem.startswith("_"))  # _base: what they extend
 OPTUNA_SWEEPER = "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 ENSEMBLE_LAUNCHER = "hydra_plugins.ntm_ensemble.launcher.EnsembleLauncher"
@@ -287,7 +287,7 @@ def test_long_names_sharing_a_prefix_differ():
 def test_job_name_is_the_same_in_another_process():
     # A continued sweep runs in a new process: the name must not depend on e.g. hash() seeding.
     code = (
-        "import sys; from omegaconf import OmegaConf; import ntm.config as c; "
+        "import sys; from omegaconf import OmegaConf; import ntm.hydra_glue as c; "
         "print(OmegaConf.has_resolver('job_dirname')); print(c.job_dirname(sys.argv[1]))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}

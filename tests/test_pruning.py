@@ -14,7 +14,7 @@ from conftest import TINY, run_py, run_sweeps_together
 
 import analysis
 from ntm import run_format as fmt
-from ntm.config import job_dirname
+from ntm.hydra_glue import job_dirname
 from ntm.train import DIVERGED_OBJECTIVE
 
 # Tiny jobs that report often.

@@ -5,9 +5,19 @@ and trains each group with ntm.train.train_together, in the sweep's process (n_j
 single group) or in joblib's loky worker processes (n_jobs groups at a time). Each job is
 what run.py's main makes of it: its run folder hydra.sweep.dir/hydra.sweep.subdir, .hydra/
 overrides.yaml and hydra.yaml, wait=True, its pruning reporter, and the summary's objective as
-its return value. Hydra's on_job_start/on_job_end callbacks run for every job. The task
-function itself is not called: jobs that train together cannot each run it. Nor is
-hydra.job.chdir applied (this project sets it false): a group has one working directory.
+its return value. Hydra's on_job_start/on_job_end callbacks run for every job.
+
+Why not hydra.core.utils.run_job, as Hydra's own launchers call it: run_job runs one job's task
+function to its end, while the members of a group train in one loop at once. So this launcher
+does for each member what run_job does before and after the task function, through the same
+public API (HydraConfig.set_config, configure_log, env_override, the callbacks, JobReturn),
+and trains the group once. Two things differ: the task function itself is not called (the jobs
+are made from the parts run.py's main uses), and hydra.job.chdir is not applied (this project
+sets it false): a group has one working directory.
+
+Logs: Hydra's job logging is configured once per group, for its first member; each file handler
+it opens there is repeated in every member's folder and keeps the lines of that member (ntm.train
+tags them with their run folder: record.run_dir) and the group's shared lines.
 
 ntm imports torch, so it is imported only when jobs are launched, not when Hydra scans plugins.
 """
@@ -112,14 +122,6 @@ class Member(NamedTuple):
     hydra_files: dict  # .hydra/overrides.yaml and hydra.yaml, as run.py writes them
 
 
-def task_config(config: DictConfig) -> DictConfig:
-    """The job's config without its hydra node: what a task function receives."""
-    task = copy.deepcopy(config)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task
-
-
 def job_env(config: DictConfig) -> dict[str, str]:
     return {str(k): str(v) for k, v in OmegaConf.to_container(config.hydra.job.env_set, resolve=True).items()}
 
@@ -128,9 +130,11 @@ def new_return(config: DictConfig | None, overrides: Sequence[str]) -> JobReturn
     """A job's JobReturn before it ran; HydraConfig must hold the job's config."""
     if config is None:
         return JobReturn(overrides=list(overrides), working_dir=os.getcwd())
+    from ntm.hydra_glue import without_hydra
+
     return JobReturn(
         overrides=list(OmegaConf.to_container(config.hydra.overrides.task)),
-        cfg=task_config(config),
+        cfg=without_hydra(config),
         hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
         working_dir=os.getcwd(),
         task_name=config.hydra.job.name,
@@ -143,28 +147,15 @@ def finish(ret: JobReturn, value: Any, failed: bool = False) -> JobReturn:
     return ret
 
 
-@contextmanager
-def hydra_config_of(config: DictConfig):
-    """HydraConfig set to one job's config (for ${hydra:...} and callbacks), then restored."""
-    previous = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)
-    try:
-        yield
-    finally:
-        HydraConfig.instance().cfg = previous
+def own_lines(run_dir: Path):
+    """A log filter that passes the lines of the member training in run_dir and the group's
+    shared lines (those without a run folder), and drops the other members' lines."""
+    mine = str(run_dir)
 
+    def passes(record: logging.LogRecord) -> bool:
+        return getattr(record, "run_dir", mine) == mine
 
-class OwnLines(logging.Filter):
-    """Pass the lines of one member of an ensemble and the group's shared lines; drop the other
-    members' lines, which ntm.train prefixes with `[seed S] `."""
-
-    def __init__(self, seed: int):
-        super().__init__()
-        self.label = f"[seed {seed}] "
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not message.startswith("[seed ") or message.startswith(self.label)
+    return passes
 
 
 @contextmanager
@@ -192,7 +183,7 @@ def member_logs(members: list[Member]):
                     handler.setLevel(template.level)
                     root.addHandler(handler)
                     added.append(handler)
-                own = OwnLines(member.typed.seed)
+                own = own_lines(member.run_dir)
                 handler.addFilter(own)
                 filtered.append((handler, own))
     try:
@@ -207,9 +198,10 @@ def member_logs(members: list[Member]):
 
 def train_group(
     members: list[Member], hydra_context: HydraContext, task_function: TaskFunction, singleton_state: dict | None = None
-) -> list[JobReturn]:
-    """Train one group's members together; returns their JobReturns in order. In a worker process
-    singleton_state is Hydra's global state of the sweep's process, as the joblib launcher passes it."""
+) -> tuple[list[JobReturn], Exception | None]:
+    """Train one group's members together; returns their JobReturns in order, and the
+    ntm.errors.Interrupted that stopped them, if one did. In a worker process singleton_state is
+    Hydra's global state of the sweep's process, as the joblib launcher passes it."""
     if singleton_state is not None:
         setup_globals()
         Singleton.set_state(singleton_state)
@@ -223,10 +215,10 @@ def train_group(
         if len(members) > 1:
             log.info("Training %d runs together as one ensemble: seeds %s.", len(members), [m.typed.seed for m in members])
         for k, member in enumerate(members):
-            with hydra_config_of(member.config):
-                returns.append(new_return(member.config, ()))
-                with env_override(job_env(member.config)):
-                    callbacks.on_job_start(config=member.config, task_function=task_function)
+            HydraConfig.instance().set_config(member.config)
+            returns.append(new_return(member.config, ()))
+            with env_override(job_env(member.config)):
+                callbacks.on_job_start(config=member.config, task_function=task_function)
             try:
                 reporter = trial_reporter(member.config.hydra)
                 jobs[k] = Job(member.typed, member.run_dir, member.hydra_files, reporter)
@@ -238,21 +230,22 @@ def train_group(
         envs = [job_env(members[k].config) for k in jobs]
         shared = {key: value for key, value in envs[0].items() if all(env.get(key) == value for env in envs)} if envs else {}
         with env_override(shared):
-            train_jobs(jobs, returns)
+            interrupted = train_jobs(jobs, returns)
         for member, ret in zip(members, returns):
-            with hydra_config_of(member.config):
-                callbacks.on_job_end(config=member.config, job_return=ret)
-    return returns
+            HydraConfig.instance().set_config(member.config)
+            callbacks.on_job_end(config=member.config, job_return=ret)
+    return returns, interrupted
 
 
-def train_jobs(jobs: dict, returns: list[JobReturn]) -> None:
-    """train_together(jobs) into returns. A member whose run folder is refused (another config
-    wrote it, ...) fails alone; the others train together without it."""
-    from ntm.errors import RunFolderError, UserError
-    from ntm.train import train_together
+def train_jobs(jobs: dict, returns: list[JobReturn]) -> Exception | None:
+    """train_together(jobs) into returns; returns the Interrupted that stopped them, if one did.
+    A member whose run folder is refused (another config wrote it, ...) fails alone; the others
+    train together without it."""
+    from ntm.errors import Interrupted, RunFolderError, UserError
+    from ntm.train import RunLog, train_together
 
     if not jobs:
-        return
+        return None
     try:
         results = train_together(list(jobs.values()), wait=True)
     except Exception as error:
@@ -262,13 +255,14 @@ def train_jobs(jobs: dict, returns: list[JobReturn]) -> None:
             log.exception("Training %s failed", ", ".join(str(job.run_dir) for job in jobs.values()))
         for k in jobs:
             finish(returns[k], error, failed=True)
-        return
+        return error if isinstance(error, Interrupted) else None
     for k, result in zip(jobs, results):
         if isinstance(result, RunFolderError):
-            log.error("[seed %s] %s", jobs[k].config.seed, result)  # in that member's log only
+            RunLog(jobs[k].run_dir, f"[seed {jobs[k].config.seed}] ").error("%s", result)  # in that member's log only
             finish(returns[k], result, failed=True)
         else:
             finish(returns[k], result["objective"])
+    return None
 
 
 class EnsembleLauncher(Launcher):
@@ -287,8 +281,6 @@ class EnsembleLauncher(Launcher):
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from ntm.errors import Interrupted
-
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -318,7 +310,8 @@ class EnsembleLauncher(Launcher):
             for group in groups:
                 results.append(train_group(group, self.hydra_context, self.task_function))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-                raise_interrupt(results[-1], Interrupted)  # a stopped sweep does not start its next group
+                if results[-1][1] is not None:
+                    raise results[-1][1]  # a stopped sweep does not start its next group
         else:
             from joblib import Parallel, delayed
 
@@ -327,17 +320,18 @@ class EnsembleLauncher(Launcher):
             results = Parallel(n_jobs=workers, backend="loky", batch_size=1)(
                 delayed(train_group)(group, self.hydra_context, self.task_function, state) for group in groups
             )
-        for group, group_returns in zip(groups, results):
+        for group, (group_returns, _) in zip(groups, results):
             for member, ret in zip(group, group_returns):
                 returns[member.number] = ret
-        for ret in returns:
-            raise_interrupt([ret], Interrupted)
+        for _, interrupted in results:
+            if interrupted is not None:
+                raise interrupted  # every group has saved its checkpoints
         return returns
 
     def prepare(self, number: int, idx: int, overrides: Sequence[str], returns: list) -> Member | None:
         """Compose and validate one job; a job that fails here gets its failed JobReturn and trains in no group."""
         from ntm.config import validate
-        from ntm.run_folder import hydra_record
+        from ntm.hydra_glue import hydra_record, without_hydra
 
         try:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -348,25 +342,25 @@ class EnsembleLauncher(Launcher):
         with open_dict(config):
             config.hydra.job.id = f"{config.hydra.job.name}_{idx}"
             config.hydra.job.num = idx
-        with hydra_config_of(config):
-            # As Hydra's run_job: hydra.sweep.subdir is resolved here, where job.num is known.
-            sweep = config.hydra.sweep
-            output_dir = os.path.join(str(sweep.dir), str(sweep.subdir))
-            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-                config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-        with hydra_config_of(config):
-            try:
-                typed = validate(task_config(config))
-            except Exception as error:
-                ret = new_return(config, overrides)
-                callbacks = self.hydra_context.callbacks
-                with env_override(job_env(config)):
-                    callbacks.on_job_start(config=config, task_function=self.task_function)
-                log.error("Job #%d (%s) fails: %s", idx, " ".join(filter_overrides(overrides)), error)
-                returns[number] = finish(ret, error, failed=True)
-                callbacks.on_job_end(config=config, job_return=ret)
-                return None
-            hydra_files = hydra_record(HydraConfig.get())  # as run.py's main writes it into .hydra/
+        # As Hydra's run_job: hydra.sweep.subdir is resolved here, where job.num is known.
+        HydraConfig.instance().set_config(config)
+        sweep = config.hydra.sweep
+        output_dir = os.path.join(str(sweep.dir), str(sweep.subdir))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        HydraConfig.instance().set_config(config)
+        try:
+            typed = validate(without_hydra(config))
+        except Exception as error:
+            ret = new_return(config, overrides)
+            callbacks = self.hydra_context.callbacks
+            with env_override(job_env(config)):
+                callbacks.on_job_start(config=config, task_function=self.task_function)
+            log.error("Job #%d (%s) fails: %s", idx, " ".join(filter_overrides(overrides)), error)
+            returns[number] = finish(ret, error, failed=True)
+            callbacks.on_job_end(config=config, job_return=ret)
+            return None
+        hydra_files = hydra_record(HydraConfig.get())  # as run.py's main writes it into .hydra/
         return Member(number, config, typed, Path(config.hydra.runtime.output_dir), hydra_files)
 
 
@@ -377,10 +371,3 @@ def group_key(member: Member) -> str:
 
     env = {k: v for k, v in job_env(member.config).items() if k != TRIAL_ENV}
     return json.dumps({"config": seedless(member.typed), "env": env}, sort_keys=True)
-
-
-def raise_interrupt(returns: list[JobReturn], interrupted: type) -> None:
-    """A run stopped by SIGINT/SIGTERM (ntm.errors.Interrupted; its checkpoint is saved) stops the sweep."""
-    for ret in returns:
-        if ret.status == JobStatus.FAILED and isinstance(ret._return_value, interrupted):
-            raise ret._return_value

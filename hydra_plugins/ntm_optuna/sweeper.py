@@ -1,11 +1,13 @@
 """NTMOptunaSweeper: Optuna's ask/tell loop over Hydra's launcher, with pruning and exact totals."""
 
+import fcntl
 import functools
 import logging
 import random
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -194,16 +196,30 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
 
 def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorage:
     """The study's database, its tables created if need be. Heartbeats tell a trial left RUNNING by
-    a killed sweep from one still running. Sweeps started together on a new database race to create
-    its tables (one fails on PostgreSQL's types); creating them is idempotent, so try again."""
-    for attempt in range(5):
+    a killed sweep from one still running.
+
+    Sweeps started together on a new database race to create its tables. An SQLite file's folder
+    is made and its tables created under a file lock beside it; a server (PostgreSQL: one fails on
+    its types) is asked again, as creating them is idempotent."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return connect(url, heartbeat_interval, attempts=1)
+    return connect(url, heartbeat_interval, attempts=5)
+
+
+def connect(url: str, heartbeat_interval: int, attempts: int) -> optuna.storages.RDBStorage:
+    for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval)
         except sqlalchemy.exc.SQLAlchemyError as error:
-            if attempt == 4:
+            if attempt == attempts - 1:
                 reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
                 raise ConfigError(f"hydra.sweeper.storage={url!r}: cannot open the study's database: {reason}") from None
             time.sleep(0.5 + random.random())
+    raise AssertionError("attempts must be >= 1")
 
 
 def grid_values(name: str, distribution) -> list:
