@@ -15,6 +15,7 @@ from .table import eval_columns, group_labels, grouping_columns, label_order
 
 FLOOR = 1e-3  # costs are >= 0 bits; a log axis draws 0 at this value
 MEMORY_KEY = "model.memory.n"
+TASK_KEY = "task.name"
 MAX_LEGEND = 20  # more groups than this (e.g. a search) make a legend useless
 
 
@@ -25,7 +26,8 @@ class NoData(Exception):
 def plot_all(
     runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path, group_by: str | list[str] | None = None, report: Report = warn
 ) -> list[Path]:
-    """Write learning_curves.png, generalisation.png and convergence_vs_memory.png to out_dir.
+    """Write learning_curves.png, generalisation.png, convergence_vs_memory.png and (runs of several
+    tasks) tasks.png to out_dir.
 
     Groups are those of the results table (group_by as there). A figure without data is skipped with a
     note through report. Returns the paths written.
@@ -34,6 +36,7 @@ def plot_all(
         "learning_curves.png": plot_learning_curves,
         "generalisation.png": plot_generalisation,
         "convergence_vs_memory.png": plot_convergence_vs_memory,
+        "tasks.png": plot_tasks,
     }
     plots = {name: partial(plot, runs=runs, curves=curves, group_by=group_by) for name, plot in figures.items()}
     return write_figures(plots, out_dir, report)
@@ -88,6 +91,55 @@ def plot_learning_curves(figure, runs: pd.DataFrame, curves: pd.DataFrame, group
         ax.set_title(title.capitalize())
     figure.suptitle("Learning curves: median and min-max band over the runs of each group (converged runs hold their last value)")
     add_legend(figure, axes[0], len(order))
+
+
+def plot_tasks(figure, runs: pd.DataFrame, curves: pd.DataFrame, group_by=None) -> None:
+    """One panel per task, as the paper's figures: evaluation cost vs sequences seen, a line per
+    group of the other keys (e.g. NTM vs LSTM), median and min-max band over seeds; the
+    Bayes-optimal cost dashed where the task has one (N-grams). The cost axis is logarithmic
+    where a panel's costs span more than two decades."""
+    if TASK_KEY not in runs or runs[TASK_KEY].nunique() < 2:
+        raise NoData("runs of one task: learning_curves.png shows them")
+    if curves.empty or "eval_cost" not in curves or curves["eval_cost"].isna().all():
+        raise NoData("no evaluation costs in metrics.csv")
+    keys = [key for key in grouping_columns(runs, group_by) if key != TASK_KEY]
+    labels = dict(zip(runs["run_dir"], group_labels(runs, keys)))
+    order = label_order(runs, keys)
+    colors = dict(zip(order, palette(len(order))))
+    held = set(runs.loc[runs["status"] == "converged", "run_dir"]) if "status" in runs else set()
+    tasks = list(dict.fromkeys(runs[TASK_KEY]))
+    columns = min(3, len(tasks))
+    rows = -(-len(tasks) // columns)
+    figure.set_size_inches(4.6 * columns, 3.6 * rows + 0.8)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        dirs = set(runs.loc[runs[TASK_KEY] == task, "run_dir"])
+        data = curves[curves["run_dir"].isin(dirs)].assign(group=lambda frame: frame["run_dir"].map(labels))
+        costs = data["eval_cost"].dropna()
+        for label in order:
+            group = data[data["group"] == label]
+            band = curve_band(group, "eval_cost", held)
+            if band.empty:
+                continue
+            ax.plot(band.index, band["median"], color=colors[label], label=label)
+            ax.fill_between(band.index, band["min"], band["max"], color=colors[label], alpha=0.2, linewidth=0)
+        if "optimal_cost" in data and data["optimal_cost"].notna().any():
+            ax.axhline(data["optimal_cost"].median(), color="black", linestyle="--", linewidth=1, label="optimal (Bayes)")
+        if costs.clip(lower=FLOOR).max() / costs.clip(lower=FLOOR).min() > 100:
+            ax.set_yscale("log")
+        ax.set_title(task.replace("_", " "))
+        ax.set_xlabel("sequences seen")
+        ax.set_ylabel("eval cost (bits per sequence)")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    for ax in axes[len(tasks) :]:
+        ax.set_axis_off()
+    figure.suptitle("Each task: evaluation cost, median and min-max band over seeds")
+    handles = {}
+    for ax in axes[: len(tasks)]:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if handles:
+        ncols = min(len(handles), 4)
+        figure.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize="small", ncols=ncols)
 
 
 def curve_band(group: pd.DataFrame, column: str, held: set[str]) -> pd.DataFrame:

@@ -148,7 +148,9 @@ def config_differences(stored: dict, current: dict, defaults: dict, ignore: tupl
 
 def _same(a: object, b: object) -> bool:
     if isinstance(a, bool) != isinstance(b, bool) and isinstance(a, bool | str) and isinstance(b, bool | str):
-        return str(a).lower() == str(b).lower()  # a key that was a bool and is now a str (train.compile)
+        return (
+            str(a).lower() == str(b).lower()
+        )  # train.compile: true/false in older run folders, the string "true"/"false" in the schema
     if is_number(a) and is_number(b):
         return a == b or (math.isnan(a) and math.isnan(b))
     return a == b

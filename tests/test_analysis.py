@@ -229,7 +229,7 @@ def test_keys_fixed_by_a_group_name_are_not_grouped_by(tmp_path):
     assert table.attrs["group_by"] == ["optimizer.name"] and list(table["runs"]) == [2, 2]
     assert table.attrs["implied"] == {"optimizer.lr": "optimizer.name"}
     assert "optimizer.lr" in cli(tmp_path).stdout  # named in the caption
-    # An lr swept within one optimizer is no longer fixed by the name: it is grouped by again.
+    # With an lr swept within one optimizer, the name does not fix it: it is grouped by.
     write_run(tmp_path / "extra", {"seed": 1, "optimizer.lr": 3e-4})
     table = analysis.results_table(analysis.load_runs(tmp_path))
     assert table.attrs["group_by"] == ["optimizer.name", "optimizer.lr"] and len(table) == 3
@@ -410,6 +410,45 @@ def test_plots_skip_figures_without_data(tmp_path):
     written = analysis.plot_all(loaded.runs, loaded.curves, tmp_path / "figures", report=quiet(messages))
     assert [p.name for p in written] == ["learning_curves.png", "generalisation.png"]
     assert any("convergence_vs_memory.png" in m and "no run converged" in m for m in messages)
+
+
+def test_tasks_figure_has_a_panel_per_task_a_line_per_model_and_the_optimum(tmp_path):
+    rows = "step,sequences,loss,cost,seq_per_s,eval_cost,optimal_cost\n" + "".join(
+        f"{k},{100 * k},0.5,{150 - k},5.0,{150 - k},126.0\n" for k in range(1, 6)
+    )
+    settings = [
+        {"seed": seed, "task.name": task, "model.name": model}
+        for task in ("copy", "ngram")
+        for model in ("ntm", "lstm")
+        for seed in (1, 2)
+    ]
+    sweep = write_sweep(tmp_path / "sweep", settings)
+    for job in sweep.iterdir():
+        if job.is_dir() and yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["task"]["name"] == "ngram":
+            (job / "metrics.csv").write_text(rows)
+    loaded = analysis.load(sweep, report=quiet([]))
+    figures = tmp_path / "figures"
+    written = analysis.plot_all(loaded.runs, loaded.curves, figures, group_by="task.name,model.name", report=quiet([]))
+    assert "tasks.png" in [p.name for p in written]
+
+    from matplotlib.figure import Figure
+
+    from analysis.plots import plot_tasks
+
+    figure = Figure()
+    plot_tasks(figure, loaded.runs, loaded.curves, group_by="task.name,model.name")
+    panels = [ax for ax in figure.axes if ax.get_visible() and ax.axison]
+    assert [ax.get_title() for ax in panels] == ["copy", "ngram"]
+    assert all(ax.get_xlabel() == "sequences seen" and ax.get_ylabel() for ax in panels)
+    lines = {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in panels}
+    assert lines["copy"] == ["model.name=lstm", "model.name=ntm"]  # the results table's order
+    assert lines["ngram"] == ["model.name=lstm", "model.name=ntm", "optimal (Bayes)"]
+    optimum = panels[1].get_lines()[-1]
+    assert set(optimum.get_ydata()) == {126.0}
+    # One task alone: learning_curves.png shows it, no panels.
+    one = loaded.runs[loaded.runs["task.name"] == "copy"]
+    with pytest.raises(analysis.plots.NoData):
+        plot_tasks(Figure(), one, loaded.curves)
 
 
 # Optuna studies

@@ -101,7 +101,7 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     runs = analysis.load_runs(sweep_dir)
     assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
     assert set(runs["status"]) <= {"completed", "converged"}
-    # The trials the kill left RUNNING had no heartbeat any more: they failed and were asked again.
+    # The trials the kill left RUNNING stopped beating: they are failed and asked again.
     states = [t.state.name for t in trials(sweep_dir, "seeds_memory")]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states
 

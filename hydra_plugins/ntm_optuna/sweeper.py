@@ -175,7 +175,7 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
 
     optuna 2.10's fail_stale_trials skips a RUNNING trial that has no heartbeat at all, and a sweep
     killed between study.ask() (which commits the trial) and the trial's first heartbeat leaves
-    one: a rerun waited for it forever. So such a trial gets a heartbeat here first. If its sweep
+    one, which a rerun would wait for forever. So such a trial gets a heartbeat here first. If its sweep
     is alive, that sweep keeps it beating; if not, it goes stale like any other and is failed one
     grace period later. (Not its datetime_start compared instead: that is the clock of the machine
     that asked the trial, while heartbeats, this one too, are all the database's.)
