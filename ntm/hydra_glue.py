@@ -163,17 +163,23 @@ def hydra_errors_reported():
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    with reported():
-        try:
-            yield
-        except (HydraException, OmegaConfBaseException) as error:
-            if wants_traceback:
-                raise
-            if isinstance(error.__cause__, UserError):
-                raise error.__cause__ from None  # ours, raised inside a Hydra plugin (the ensemble launcher's checks)
-            raise ConfigError(one_line(error)) from None
+    try:
+        with reported():
+            try:
+                yield
+            except (HydraException, OmegaConfBaseException) as error:
+                if before == "1":
+                    raise
+                if isinstance(error.__cause__, UserError):
+                    raise error.__cause__ from None  # ours, raised inside a Hydra plugin (the ensemble launcher's checks)
+                raise ConfigError(one_line(error)) from None
+    finally:
+        if before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 def one_line(error: BaseException) -> str:

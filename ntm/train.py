@@ -47,6 +47,9 @@ DIVERGED_OBJECTIVE = 1e6
 # train.compile=auto compiles runs of at least this many steps: the compile (about 15 s, a few
 # seconds from torch's on-disk cache) costs less than the time it saves, about 10 ms a step.
 COMPILE_AUTO_MIN_STEPS = 2000
+# A step whose loss is finite but whose gradient is not (an overflow in backward) makes no update
+# and training goes on; this many such steps in a row, or a non-finite loss, is divergence.
+MAX_SKIPPED_STEPS = 10
 
 
 @contextmanager
@@ -289,6 +292,7 @@ class Run:
         self.train_time, self.wall_time = 0.0, 0.0  # accumulated over resumed segments
         self.status, self.last_eval, self.saved_at = "completed", {}, None
         self.active = True
+        self.skipped = 0  # steps in a row without an update: their gradient was not finite
         t = job.config.train
         interval = t.eval_interval if t.snapshot_interval is None else t.snapshot_interval
         self.snapshot_interval = interval
@@ -481,7 +485,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                 if not run.active:
                     continue
                 loss, logits, finite = result
-                if not finite:
+                run.skipped = 0 if finite else run.skipped + 1
+                if not finite and (not torch.isfinite(loss) or run.skipped >= MAX_SKIPPED_STEPS):
                     run.status = "diverged"
                     run.log.warning("Diverged at step %d: stopping; the last checkpoint is kept.", step)
                     finish(k, run, step - 1, sequences - t.batch_size)  # the step made no update

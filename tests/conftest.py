@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -37,6 +39,32 @@ def run_py(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Com
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_py_here(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in this process, exit code and output as run_py gives them: for the
+    many refusals that never train (a process costs ~3 s of imports each)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    import run
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv, here = sys.argv, os.getcwd()
+    code = 0
+    try:
+        os.chdir(cwd)
+        # Imported, run.main's config path would be read as a module's; name the folder instead.
+        sys.argv = [str(ROOT / "run.py"), f"--config-path={ROOT / 'conf'}", *args]
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            with run.hydra_errors_reported():
+                run.main()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def run_sweeps_together(args: list[str], sweep_dirs: list[Path], cwd: Path, timeout: float = 600) -> None:

@@ -1,7 +1,7 @@
 """Config composition for every group, value checks, and bad overrides on the command line."""
 
 import pytest
-from conftest import ROOT, compose_config, run_py
+from conftest import ROOT, compose_config, run_py_here
 from hydra import compose, initialize_config_dir
 
 from ntm.checks import ConfigError
@@ -61,9 +61,8 @@ def test_value_checks_name_the_key(overrides, key):
 
 
 # (overrides, text the one-line message must contain). Hydra's own messages name the key too.
-# Each case starts a Python process (~2 s of CPU), so all but two run only in the full suite:
-# one of Hydra's own refusals and one of our value checks stay in the fast path.
-FAST_CASES = {"task.min_len=5 task.max_len=3"}  # one run.py subprocess in the fast path; the rest are slow
+# Each case runs run.py's main in this process (run_py_here): the exit code and the message are
+# what a user sees; tests/test_validation.py runs the real process for a refusal of each kind.
 BAD_OVERRIDES = [
     (["model.foo=1"], "foo"),
     (["train.steps=abc"], "train.steps"),
@@ -94,16 +93,10 @@ BAD_OVERRIDES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "overrides, key",
-    [
-        pytest.param(overrides, key, id=" ".join(overrides), marks=() if " ".join(overrides) in FAST_CASES else pytest.mark.slow)
-        for overrides, key in BAD_OVERRIDES
-    ],
-)
+@pytest.mark.parametrize("overrides, key", [pytest.param(o, k, id=" ".join(o)) for o, k in BAD_OVERRIDES])
 def test_bad_override_exits_2_with_a_clear_message_and_no_files(tmp_path, overrides, key):
     run_dir = tmp_path / "run"
-    result = run_py(*overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_py_here(*overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr  # README: bad input exits with 2
     assert key in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY, run_py
+from conftest import ROOT, TINY, run_py, run_py_here
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -240,9 +240,9 @@ def test_jobs_with_batches_above_max_batch_size_train_alone(tmp_path):
     assert "2 jobs, in groups of 2, in this process" in together.stdout
 
 
-@pytest.mark.slow
 def test_a_bad_launcher_setting_is_refused_with_one_line(tmp_path):
-    result = sweep("seed=1,2", "hydra/launcher=ensemble", "hydra.launcher.max_batch_size=0", *TINY, *STEPS,
-                   sweep_dir=tmp_path / "bad", check=False)  # fmt: skip
+    sweep_dir = tmp_path / "bad"
+    result = run_py_here("-m", "seed=1,2", "hydra/launcher=ensemble", "hydra.launcher.max_batch_size=0", *TINY, *STEPS,
+                         f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == "Error: hydra.launcher.max_batch_size=0 is not allowed: must be an integer >= 1"

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import ROOT, run_py
+from conftest import ROOT, run_py_here
 
 pytestmark = pytest.mark.slow  # a run.py subprocess
 
@@ -14,7 +14,7 @@ GROUPS = ("task", "model", "optimizer", "preset", "sweep")
 @pytest.fixture(scope="module")
 def help_run():
     # An override shows that the config printed is the one composed from the command line.
-    return run_py("model.memory.n=64", "--help", timeout=120)
+    return run_py_here("model.memory.n=64", "--help")
 
 
 def listed_options(text: str) -> set[tuple[str, str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_config, run_py
+from conftest import ROOT, compose_config, run_py, run_py_here
 from omegaconf import OmegaConf
 
 from ntm.config import MODELS, ConfigError, validate
@@ -376,9 +376,8 @@ def test_sweeping_a_key_the_model_lacks_is_refused():
     check_sweep_params(compose_sweep(["sweep=hpo_lstm", "task=ngram"]))
 
 
-@pytest.mark.slow
 def test_sweeping_a_key_the_model_lacks_is_refused_on_the_command_line(tmp_path):
-    result = run_py("-m", "sweep=hpo", "model=lstm", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=120)
+    result = run_py_here("-m", "sweep=hpo", "model=lstm", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("Error: hydra.sweeper.params.model.controller is not allowed")
     assert len(result.stderr.strip().splitlines()) == 1

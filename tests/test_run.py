@@ -9,7 +9,7 @@ import torch
 from conftest import compose_config, run_py
 
 from ntm.config import validate
-from ntm.train import DIVERGED_OBJECTIVE, train
+from ntm.train import DIVERGED_OBJECTIVE, MAX_SKIPPED_STEPS, train
 
 
 @pytest.mark.slow
@@ -72,3 +72,26 @@ def test_divergence_stops_with_a_finite_objective(tmp_path, tiny):
     assert summary["status"] == "diverged"
     assert summary["objective"] == DIVERGED_OBJECTIVE and summary["steps"] < 50
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_step_with_an_overflowing_gradient_is_skipped_and_ten_in_a_row_diverge(tmp_path, tiny, monkeypatch):
+    # The loss is finite but the gradient's norm overflows (as NTMs' sometimes do): no update,
+    # training goes on; MAX_SKIPPED_STEPS such steps in a row are divergence.
+    real_norm = torch.nn.utils.get_total_norm
+    calls = []
+
+    def overflowing_at(steps):
+        def norm(*args, **kwargs):
+            calls.append(1)
+            return torch.tensor(float("inf")) if len(calls) in steps else real_norm(*args, **kwargs)
+
+        return norm
+
+    overrides = [*tiny, "train.steps=30", "train.report_interval=5", "train.compile=false"]
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", overflowing_at({3, 4}))
+    summary = train(validate(compose_config(overrides)), tmp_path / "skips")
+    assert summary["status"] != "diverged" and summary["steps"] == 30
+    calls.clear()
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", overflowing_at(set(range(5, 100))))
+    summary = train(validate(compose_config(overrides)), tmp_path / "overflows")
+    assert summary["status"] == "diverged" and summary["steps"] == 4 + MAX_SKIPPED_STEPS - 1
