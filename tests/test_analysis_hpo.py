@@ -440,8 +440,9 @@ def test_importances_without_scikit_learn(sweep, tmp_path):
 
 
 @pytest.mark.slow
-def test_importances_with_scikit_learn(sweep, capsys, tmp_path):
+def test_importances_with_scikit_learn(sweep, capsys, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
+    monkeypatch.setenv("COLUMNS", "1000")  # the importances on one line, whatever runs the tests
     sweep, _ = sweep
     loaded = analysis.load(sweep, report=quiet([]))
     ((study, importances, how),) = analysis.study_importances(analysis.search.used_studies(loaded))

@@ -19,7 +19,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from ntm.config import Config, validate
-from ntm.hydra_glue import DEPRECATED_PRESETS, job_dirname, warn_deprecated
+from ntm.hydra_glue import DEPRECATED_PRESETS, job_dirname, warn_deprecated, without_hydra
 from ntm.train import train
 
 CONF = ROOT / "conf"
@@ -39,16 +39,8 @@ def compose_full(overrides):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def task_part(cfg):
-    """What run.py and the callback validate: the config without its hydra node."""
-    task_cfg = copy.deepcopy(cfg)
-    with open_dict(task_cfg):
-        del task_cfg["hydra"]
-    return task_cfg
-
-
 def validate_task_part(cfg) -> Config:
-    return validate(task_part(cfg))
+    return validate(without_hydra(cfg))
 
 
 def resolve_hydra(cfg) -> dict:
@@ -192,7 +184,7 @@ def test_sweep_search_space_is_valid(sweep):
     cfg = compose_full([f"sweep={sweep}"])
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
     assert params
-    task_keys = composed_settings(task_part(cfg))
+    task_keys = composed_settings(without_hydra(cfg))
     groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     for key in params:
         assert key in task_keys or key in groups, f"sweep parameter {key} is neither a config key nor a group"

@@ -10,7 +10,7 @@ from conftest import TINY, compose_config
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ntm.config import NTMConfig, validate
-from ntm.train import DIVERGED_OBJECTIVE, objective, train
+from ntm.train import DIVERGED_OBJECTIVE, MAX_SKIPPED_STEPS, objective, train
 
 
 def tiny_config(*overrides: str):
@@ -192,8 +192,8 @@ def test_grad_clip_modes_clip_the_gradients_the_optimizer_sees(tmp_path, monkeyp
 # ---------------------------------------------------------------------------------------------
 
 
-def test_nan_gradient_with_finite_loss_diverges_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    k = 4  # the step whose gradient is poisoned (1-based)
+def test_nan_gradients_with_finite_loss_are_skipped_then_diverge_and_keep_a_finite_checkpoint(tmp_path, monkeypatch):
+    k = 4  # the first step whose gradient is poisoned (1-based); every later one is too
     built, backward_calls, outputs_finite = [], [], []
     original_build = NTMConfig.build
 
@@ -203,7 +203,7 @@ def test_nan_gradient_with_finite_loss_diverges_and_keeps_the_last_checkpoint(tm
 
         def poison(grad):
             backward_calls.append(name)
-            if len(backward_calls) == k:
+            if len(backward_calls) >= k:
                 grad = grad.clone()
                 grad.view(-1)[0] = float("nan")
                 return grad
@@ -216,25 +216,26 @@ def test_nan_gradient_with_finite_loss_diverges_and_keeps_the_last_checkpoint(tm
 
     monkeypatch.setattr(NTMConfig, "build", build_with_nan_gradient)
     config = tiny_config(
-        "train.steps=10", "train.batch_size=2", "train.report_interval=1", "train.eval_interval=0",
+        "train.steps=30", "train.batch_size=2", "train.report_interval=1", "train.eval_interval=0",
         "train.checkpoint_interval=2",
     )  # fmt: skip
     summary = train(config, tmp_path)
 
-    assert len(built) == 1 and len(backward_calls) == k  # stopped at the poisoned step
-    assert outputs_finite == [True] * k  # every forward pass, the poisoned step's included, was finite
+    last = k + MAX_SKIPPED_STEPS - 1  # the step that makes MAX_SKIPPED_STEPS without an update in a row
+    assert len(built) == 1 and len(backward_calls) == last  # stopped there
+    assert outputs_finite == [True] * last  # every forward pass, the poisoned steps' included, was finite
     assert summary["status"] == "diverged"
     assert summary["objective"] == DIVERGED_OBJECTIVE
-    assert (summary["steps"], summary["sequences"]) == (k - 1, 2 * (k - 1))  # the poisoned step does not count
+    assert (summary["steps"], summary["sequences"]) == (last - 1, 2 * (last - 1))  # the last step does not count
     assert math.isfinite(summary["loss"])
-    assert [int(r["step"]) for r in metrics(tmp_path)] == list(range(1, k))
-    # The NaN gradient was never applied.
+    assert [int(r["step"]) for r in metrics(tmp_path)] == list(range(1, last))
+    # No NaN gradient was ever applied.
     model = built[0]
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.isnan(next(model.parameters()).grad).any()
-    # The last good checkpoint (step 2) is kept: nothing is saved at or after the divergence.
+    # The checkpoints hold finite weights: nothing is saved at the divergence.
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
-    assert ckpt["step"] == 2 * ((k - 1) // 2)
+    assert ckpt["step"] == 2 * ((last - 1) // 2)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert [r["step"] for r in ckpt["rows"]] == list(range(1, ckpt["step"] + 1))
 

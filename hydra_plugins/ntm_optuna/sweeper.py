@@ -2,11 +2,13 @@
 
 import fcntl
 import functools
+import hashlib
 import logging
 import random
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +119,17 @@ class NTMOptunaSweeper(Sweeper):
         while True:
             if self.reader is not None and self.reader.is_heartbeat_enabled():
                 fail_stale_trials(study, self.reader)
-            trials = study.get_trials(deepcopy=False)
-            done = sum(t.state in DONE for t in trials) + failed_here
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            to_ask = min(self.n_jobs, n_trials - done - running)
-            if to_ask > 0:
-                failed_here += self.run_batch(study, [study.ask() for _ in range(to_ask)], distributions, fixed)
+            # Counted and asked under the study's lock: two sweep processes counting at once
+            # would both ask for the last trials, and run more than n_trials.
+            with study_lock(self.reader, study.study_name):
+                reader = self.reader or study._storage
+                trials = reader.get_all_trials(study._study_id, deepcopy=False)
+                done = sum(t.state in DONE for t in trials) + failed_here
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                to_ask = min(self.n_jobs, n_trials - done - running)
+                asked = [study.ask() for _ in range(max(to_ask, 0))]
+            if asked:
+                failed_here += self.run_batch(study, asked, distributions, fixed)
             elif running and done < n_trials:
                 time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
             else:
@@ -168,6 +175,28 @@ class NTMOptunaSweeper(Sweeper):
         log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
         results = {"name": "ntm_optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+@contextmanager
+def study_lock(storage: optuna.storages.RDBStorage | None, study_name: str):
+    """Hold the lock that every sweep process of this study takes to count and ask its trials:
+    a file lock beside an SQLite file, an advisory lock on a PostgreSQL server; none for other
+    storages (in memory: one process)."""
+    url = str(storage.engine.url) if storage is not None else ""
+    if url.startswith("sqlite:///"):
+        with open(url.removeprefix("sqlite:///") + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+    elif url.startswith("postgresql"):
+        key = int(hashlib.sha1(study_name.encode()).hexdigest()[:15], 16)  # a bigint, the same in every process
+        with storage.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    else:
+        yield
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
