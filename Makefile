@@ -33,11 +33,11 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $@
 
-# The whole suite: real short trainings and sweeps, a few minutes on 2 cores.
+# The whole suite: real short trainings and sweeps, about 8 minutes on 2 cores (README, Test).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# Everything but the tests marked slow (subprocess sweeps, resumes, per-case CLI checks): about 3.5 minutes on 2 cores (README, Test).
+# Everything but the tests marked slow (subprocess sweeps, resumes, compiled steps): about 1.5 minutes on 2 cores (README, Test).
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
