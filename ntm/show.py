@@ -116,6 +116,9 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
         ax.set_ylabel("memory row (N)")
         figure.colorbar(image, ax=ax, fraction=0.046)
     written = ["sequence.png"]
+    if traced and task.config.name == "priority_sort":
+        draw_sorting(task, inputs, traced["weights"], model.head_order, out)
+        written.append("sorting.png")
     reference = task.reference_probabilities(inputs, targets)
     if reference is not None:
         draw_predictions(task, probs, reference[:, 0], targets[:, 0], out)
@@ -128,6 +131,35 @@ def draw_sequence(config: Config, task: Task, checkpoint: dict, batch: tuple, na
     figure.savefig(out / "sequence.png", dpi=80)
     plt.close(figure)
     return cost, written
+
+
+def draw_sorting(task: Task, inputs: torch.Tensor, weights: torch.Tensor, order: str, out: Path) -> None:
+    """sorting.png, as the paper's priority-sort figure: where the first write head wrote each
+    input against its priority, and where the first read head read at each output step beside
+    where the vector it should write (the next-highest priority) was written.
+    inputs: (T_in, B, w + 2), weights: (T, B, H, N), heads in order ("r"/"w" per head)."""
+    width, count = task.config.seq_width, inputs.shape[0] - 1
+    priorities = inputs[:count, 0, width]
+    locations = weights[:, 0].argmax(dim=-1)  # (T, H): the row each head weighs most
+    written_at = locations[:count, order.index("w")]
+    read_at = locations[inputs.shape[0] :, order.index("r")][: task.config.num_outputs]
+    expected = written_at[priorities.argsort(descending=True)[: len(read_at)]]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.scatter(priorities.numpy(), written_at.numpy(), s=20)
+    left.set_xlabel("priority of the input")
+    left.set_ylabel("memory row written (write weighting's largest)")
+    left.set_title("Writes: location against priority")
+    steps = range(1, len(read_at) + 1)
+    right.plot(steps, read_at.numpy(), marker="o", label="row read")
+    right.plot(steps, expected.numpy(), marker="x", linestyle="--", label="row where the target was written")
+    right.set_xticks(list(steps))
+    right.set_xlabel("output step (highest priority first)")
+    right.set_ylabel("memory row")
+    right.set_title("Reads: the order")
+    right.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(out / "sorting.png", dpi=80)
+    plt.close(figure)
 
 
 def draw_predictions(task: Task, model: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor, out: Path) -> None:
