@@ -106,7 +106,8 @@ class Ensemble:
         Members' sequences differ in length: each is padded with blank (zero) steps to the
         longest. The models are causal, so trailing steps change none of a member's outputs.
         Returns per member (loss, detached logits, finite) or None; a member whose loss or
-        gradient is not finite gets no update, as an ordinary run (ntm.train.train_step).
+        gradient is not finite gets no update, as an ordinary run (ntm.train.train_step): its
+        parameters and optimiser state are as before the step (but a shared step count).
         """
         spans = self._spans(task, batches)
         first = next(b for b in batches if b is not None)
@@ -139,11 +140,27 @@ class Ensemble:
             scale = (grad_clip_value / (norms + 1e-6)).clamp(max=1.0)  # as torch.nn.utils.clip_grads_with_norm_
             for g in grads:
                 g.mul_(per_member(torch.where(update, scale, 1.0), g))
+        skipped = active & ~finite
+        kept = self._member_tensors() if skipped.any() else None
         self.optimizer.step()
+        if kept is not None:
+            # The optimiser's momentum would still move a skipped member: put it back.
+            with torch.no_grad():
+                for tensor, before in kept:
+                    tensor.copy_(torch.where(per_member(skipped, tensor), before, tensor))
         return [
             None if span is None else (losses[k].detach(), logits[span[0] : span[1], k].detach(), bool(finite[k]))
             for k, span in enumerate(spans)
         ]  # fmt: skip
+
+    def _member_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(tensor, a copy) for every parameter and per-member optimiser state tensor (K, ...).
+        Scalar state, such as Adam's step count, is shared by the members and not kept."""
+        tensors = []
+        for param in self.params.values():
+            state = self.optimizer.state.get(param, {})
+            tensors += [param, *(v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape)]
+        return [(tensor, tensor.detach().clone()) for tensor in tensors]
 
     @torch.no_grad()
     def predict_shared(self, task: Task, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

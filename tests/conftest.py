@@ -1,5 +1,6 @@
 import contextlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -49,10 +50,13 @@ def run_py_here(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     import run
 
     stdout, stderr = io.StringIO(), io.StringIO()
-    argv, here = sys.argv, os.getcwd()
+    argv, here, full_error = sys.argv, os.getcwd(), os.environ.get("HYDRA_FULL_ERROR")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # Hydra configures logging while composing
     code = 0
     try:
         os.chdir(cwd)
+        os.environ["HYDRA_FULL_ERROR"] = "0"  # as run_py: one line, whatever the developer's shell says
         # Imported, run.main's config path would be read as a module's; name the folder instead.
         sys.argv = [str(ROOT / "run.py"), f"--config-path={ROOT / 'conf'}", *args]
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -64,6 +68,12 @@ def run_py_here(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
         sys.argv = argv
         os.chdir(here)
         GlobalHydra.instance().clear()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 

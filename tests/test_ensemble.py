@@ -134,6 +134,30 @@ def test_a_diverging_member_gets_no_update_and_the_others_are_unaffected():
         assert torch.equal(value, before[name]), f"{name}: the diverged member was updated"
 
 
+def test_a_skipped_member_keeps_its_weights_and_optimiser_state_despite_momentum():
+    configs = [config(f"seed={s}") for s in (1, 2)]  # RMSprop with momentum 0.9
+    task = make_task(configs[0].task)
+    models = []
+    for cfg in configs:
+        torch.manual_seed(cfg.seed)
+        models.append(cfg.model.build(task))
+    ensemble = Ensemble(models, lambda params: build_optimizer(configs[0], params))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):  # momentum builds up
+        ensemble.step(task, [task.sample(2, generator) for _ in configs], "value", 10.0)
+    weights, state = ensemble.member_state(1), ensemble.member_optimizer_state(1)
+    batch = task.sample(2, generator)
+    poisoned = (batch[0].clone().fill_(float("nan")), batch[1])
+    results = ensemble.step(task, [task.sample(2, generator), poisoned], "value", 10.0)
+    assert [finite for _, _, finite in results] == [True, False]
+    for name, value in ensemble.member_state(1).items():
+        assert torch.equal(value, weights[name]), f"{name}: the skipped member moved"
+    for index, entries in ensemble.member_optimizer_state(1)["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                assert torch.equal(value, state["state"][index][key]), f"optimiser state {index}.{key} changed"
+
+
 def test_a_member_that_finished_is_frozen():
     cfg = config("seed=1")
     task = make_task(cfg.task)

@@ -235,7 +235,7 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_name(path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return connect(url, heartbeat_interval, attempts=1)
+            return connect(url, heartbeat_interval, attempts=5)  # a busy file ("database is locked") frees up
     return connect(url, heartbeat_interval, attempts=5)
 
 
