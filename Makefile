@@ -33,7 +33,7 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $@
 
-# The whole suite: real short trainings and sweeps, about 8 minutes on 2 cores (README, Test).
+# The whole suite: real short trainings and sweeps, 8-9 minutes on 2 cores (README, Test).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
