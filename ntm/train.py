@@ -129,7 +129,6 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: T
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm(grads)
     if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-        log.warning("Loss %s, gradient norm %s: no update made.", loss.item(), grad_norm.item())
         return Step(loss, logits.detach(), False)
     if grad_clip == "value":
         torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
@@ -486,6 +485,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                     continue
                 loss, logits, finite = result
                 run.skipped = 0 if finite else run.skipped + 1
+                if not finite:
+                    run.log.warning("Step %d: loss %s, gradient not finite: no update made.", step, loss.item())
                 if not finite and (not torch.isfinite(loss) or run.skipped >= MAX_SKIPPED_STEPS):
                     run.status = "diverged"
                     run.log.warning("Diverged at step %d: stopping; the last checkpoint is kept.", step)

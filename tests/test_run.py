@@ -95,3 +95,18 @@ def test_a_step_with_an_overflowing_gradient_is_skipped_and_ten_in_a_row_diverge
     monkeypatch.setattr(torch.nn.utils, "get_total_norm", overflowing_at(set(range(5, 100))))
     summary = train(validate(compose_config(overrides)), tmp_path / "overflows")
     assert summary["status"] == "diverged" and summary["steps"] == 4 + MAX_SKIPPED_STEPS - 1
+
+
+def test_a_skipped_step_is_logged_in_its_run_folder_s_lines(tmp_path, tiny, monkeypatch, caplog):
+    real_norm = torch.nn.utils.get_total_norm
+    calls = []
+
+    def norm(*args, **kwargs):
+        calls.append(1)
+        return torch.tensor(float("inf")) if len(calls) == 2 else real_norm(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", norm)
+    with caplog.at_level("WARNING", logger="ntm.train"):
+        train(validate(compose_config([*tiny, "train.steps=4", "train.compile=false"])), tmp_path)
+    (record,) = [r for r in caplog.records if "no update made" in r.getMessage()]
+    assert record.getMessage().startswith("Step 2: loss ") and record.run_dir == str(tmp_path)
