@@ -2,16 +2,24 @@
 
     python benchmarks/speed.py                         # ms per sequence table, copy + repeat copy
     python benchmarks/speed.py --solve 4               # + time to solve copy with preset=fast, 4 seeds
+    python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
 the median over --repeats timings of --steps steps each, after warm-up. Both paths train the same
 model from the same weights on the same batches in this process, so their ratio holds on a noisy
-machine. Time to solve runs `python run.py preset=fast seed=S` as a user would (start-up and
+machine. With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), the seed project's own
+`train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
+right after each row of ours, on the same number of sequences and repeats: once with --threads
+torch threads (as this project trains) and once with torch's default (as the seed trains).
+Without it the seed is not measured and no ratio is printed.
+
+Time to solve runs `python run.py preset=fast seed=S` as a user would (start-up and
 compile included) and reads its summary.json.
 """
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -34,6 +42,45 @@ from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
 from ntm.train import train_step  # noqa: E402
 
 TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
+SEED_TASKS = {"copy": "copy", "repeat_copy": "repeat-copy"}  # pytorch-ntm's names for them
+
+# Run inside a checkout of pytorch-ntm (its `ntm` package would shadow ours in this process).
+# Its tasks pass attrs' old `convert=` keyword, which current attrs names `converter=`, and its
+# train.py imports argcomplete for shell completion only; both are bridged here, nothing else.
+SEED_TIMER = """
+import json, statistics, sys, time, types
+import attr
+_attrib = attr.attrib
+def attrib(*args, convert=None, **kwargs):
+    if convert is not None:
+        kwargs["converter"] = convert
+    return _attrib(*args, **kwargs)
+attr.attrib = attr.ib = attrib
+try:
+    import argcomplete
+except ImportError:
+    sys.modules["argcomplete"] = types.ModuleType("argcomplete")
+import torch
+task, batch_size, steps, repeats, threads = sys.argv[1], *map(int, sys.argv[2:6])
+if threads:
+    torch.set_num_threads(threads)
+import train
+train.init_seed(0)
+training_class, params_class = train.TASKS[task]
+model = training_class(params=params_class(batch_size=batch_size, num_batches=(repeats + 1) * steps + 2))
+batches = [(x, y) for _, x, y in model.dataloader]
+def run(chunk):
+    for x, y in chunk:
+        train.train_batch(model.net, model.criterion, model.optimizer, x, y)
+run(batches[:2])
+timings = []
+for r in range(repeats):
+    chunk = batches[2 + r * steps: 2 + (r + 1) * steps]
+    start = time.perf_counter()
+    run(chunk)
+    timings.append((time.perf_counter() - start) * 1000 / (steps * batch_size))
+print(json.dumps({"ms_per_seq": statistics.median(timings), "threads": torch.get_num_threads()}))
+"""
 
 
 def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batches: list) -> None:
@@ -64,21 +111,38 @@ def time_path(task, batch_size: int, steps: int, repeats: int, compiled: bool) -
     return statistics.median(timings), warm_up
 
 
+def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, threads: int) -> tuple[float, int]:
+    """pytorch-ntm's train_batch: median ms per sequence and the torch threads it ran with (0: torch's default)."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    args = [SEED_TASKS[task], batch_size, steps, repeats, threads]
+    done = subprocess.run([sys.executable, "-c", SEED_TIMER, *map(str, args)], cwd=repo, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"timing the seed in {repo} failed:\n{done.stderr.strip()}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["ms_per_seq"], result["threads"]
+
+
 def speed_table(args) -> list[str]:
-    lines = [
-        "| task | batch | eager ms/seq | compiled ms/seq | eager/compiled | compiled seq/s | compile s |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = "| task | batch | eager ms/seq | compiled ms/seq | eager/compiled | compiled seq/s | compile s |"
+    if args.seed_repo:
+        one = f"{args.threads} thread{'s' * (args.threads > 1)}"
+        header += f" seed ms/seq, {one} | seed ms/seq, default threads | seed ({one}) / compiled | seed (default) / compiled |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
         task = make_task(TASKS[name]())
         for batch_size in args.batch_sizes:
             steps = max(32, args.sequences // batch_size)
             eager, _ = time_path(task, batch_size, steps, args.repeats, compiled=False)
             fast, compile_s = time_path(task, batch_size, steps, args.repeats, compiled=True)
-            lines.append(
-                f"| {name} | {batch_size} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x "
-                f"| {1000 / fast:.0f} | {compile_s:.0f} |"
-            )
+            row = f"| {name} | {batch_size} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x | {1000 / fast:.0f} "
+            row += f"| {compile_s:.0f} |"
+            if args.seed_repo:
+                seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
+                seed_default, default_threads = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, 0)
+                row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / fast:.1f}x "
+                        f"| {seed_default / fast:.1f}x |")  # fmt: skip
+            lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
     return lines
 
@@ -124,12 +188,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--solve", type=int, default=0, metavar="N", help="also time to solve copy for N seeds")
+    parser.add_argument("--seed-repo", type=Path, metavar="PATH",
+                        help="a checkout of loudinthecloud/pytorch-ntm: time its train.py's train_batch beside ours")  # fmt: skip
     parser.add_argument("--no-speed", action="store_true", help="skip the ms/seq table")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for --solve")
     args = parser.parse_args()
+    if args.seed_repo and not (args.seed_repo / "train.py").is_file():
+        parser.error(f"--seed-repo {args.seed_repo}: no train.py there (expected a checkout of loudinthecloud/pytorch-ntm)")
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
           f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
+    if not args.seed_repo:
+        print("the seed (pytorch-ntm) was not measured: pass --seed-repo PATH for ratios against it")
     lines = [] if args.no_speed else speed_table(args)
     if lines:
         lines.append(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

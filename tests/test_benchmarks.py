@@ -1,0 +1,80 @@
+"""benchmarks/speed.py --seed-repo: the seed's train_batch is timed through the seed's own interface.
+
+The real pytorch-ntm cannot be fetched here (no network at test time), so a stand-in with the same
+interface (train.TASKS, init_seed, train_batch, attrs params with the old `convert=` keyword) is
+timed instead: it proves the bridge and the plumbing, not the seed's speed.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("attr")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STAND_IN_TRAIN = """
+import random
+import time
+import torch
+from attr import attrs, attrib
+import argcomplete  # the seed imports it for shell completion
+
+CALLS = []
+
+@attrs
+class Params:
+    batch_size = attrib(default=1, convert=int)
+    num_batches = attrib(default=10, convert=int)
+
+@attrs
+class Training:
+    params = attrib()
+    def __attrs_post_init__(self):
+        self.net = self.criterion = self.optimizer = None
+        self.dataloader = ((i, torch.zeros(3, self.params.batch_size, 2), None)
+                           for i in range(self.params.num_batches))
+
+TASKS = {"copy": (Training, Params), "repeat-copy": (Training, Params)}
+
+def init_seed(seed):
+    random.seed(seed)
+
+def train_batch(net, criterion, optimizer, x, y):
+    time.sleep(0.002 * x.size(1))  # 2 ms per sequence
+    return 0.0, 0.0
+"""
+
+
+def load_speed():
+    spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_timer_runs_the_seeds_train_batch(tmp_path):
+    (tmp_path / "train.py").write_text(STAND_IN_TRAIN)
+    speed = load_speed()
+    ms, threads = speed.time_seed(tmp_path, "repeat_copy", batch_size=2, steps=4, repeats=3, threads=1)
+    assert 1.9 < ms < 20  # the stand-in sleeps 2 ms per sequence
+    assert threads == 1
+    _, default_threads = speed.time_seed(tmp_path, "copy", batch_size=1, steps=4, repeats=1, threads=0)
+    assert default_threads >= 1
+
+
+def test_a_failing_seed_is_reported_with_its_error(tmp_path):
+    (tmp_path / "train.py").write_text("raise ImportError('no module named nowhere')\n")
+    with pytest.raises(SystemExit, match="no module named nowhere"):
+        load_speed().time_seed(tmp_path, "copy", batch_size=1, steps=1, repeats=1, threads=1)
+
+
+def test_seed_repo_without_train_py_is_refused(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--seed-repo", str(tmp_path)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    assert "no train.py there" in done.stderr
