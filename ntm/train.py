@@ -5,6 +5,7 @@ Readable top to bottom: open the folder, set up, resume, loop, finish.
 
 import json
 import logging
+import os
 import signal
 import time
 from contextlib import ExitStack, contextmanager
@@ -52,19 +53,47 @@ COMPILE_AUTO_MIN_STEPS = 2000
 MAX_SKIPPED_STEPS = 10
 
 
+def scheduler_signal() -> signal.Signals | None:
+    """The signal submitit's SLURM jobs (hydra/launcher=slurm) get before a time limit or on
+    preemption (SUBMITIT_PREEMPT_SIGNAL, USR2 by default); None outside such a job."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return None
+    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").removeprefix("SIG")]
+
+
 @contextmanager
 def stop_requests():
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so that the checkpoint
-    it then writes is of a whole step. Signals can only be caught in the main thread."""
+    it then writes is of a whole step (the loop then raises Interrupted). Signals can only be
+    caught in the main thread.
+
+    In a SLURM job started by submitit the scheduler stops the run: SIGTERM when it requeues,
+    preempts or cancels the job, and submitit's signal before a time limit. After the checkpoint
+    the job leaves without a result (SystemExit, which neither Hydra nor submitit records), so
+    that SLURM's state of the job says what follows: a requeued job starts again and resumes
+    from the checkpoint; submitit's own handler, given its signal back, requeues the job
+    itself; a cancelled job is a failed trial with SLURM's reason."""
     received: list[int] = []
     previous = {}
+    handed_back = scheduler_signal()
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, *([handed_back] if handed_back else [])):
             previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
     except ValueError:
         pass  # not the main thread: signals keep their default behaviour
     try:
         yield received
+    except Interrupted:
+        if handed_back is None or not previous:
+            raise
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if handed_back in received:
+            signal.raise_signal(handed_back)  # submitit: requeues the job and exits
+        raise SystemExit(
+            f"Stopped by {signal.Signals(received[0]).name}; saved a checkpoint. SLURM's state of the job decides "
+            "what follows: a requeued job resumes from the checkpoint."
+        ) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -512,13 +541,14 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                 elif t.checkpoint_interval and step % t.checkpoint_interval == 0:
                     run.save_checkpoint(models, k, step, sequences, started)
             if signals and any(run.active for run in runs):
+                name = signal.Signals(signals[0]).name
                 for k, run in enumerate(runs):
                     if run.active:
                         run.save_checkpoint(models, k, step, sequences, started)
+                        run.log.warning("Stopped by %s at step %d; saved a checkpoint.", name, step)
                 folders = ", ".join(str(run.run_dir / fmt.CHECKPOINT_DIR) for run in runs if run.active)
                 raise Interrupted(
-                    f"Stopped by {signal.Signals(signals[0]).name} at step {step}; saved a checkpoint in "
-                    f"{folders}. Run the same command again to resume."
+                    f"Stopped by {name} at step {step}; saved a checkpoint in {folders}. Run the same command again to resume."
                 )
     for k, run in enumerate(runs):
         if run.active:

@@ -1,0 +1,96 @@
+"""Sweeps through a real SLURM scheduler (hydra/launcher=slurm): a one-node cluster from Debian's
+packages (tests/slurm_cluster.py), jobs submitted with sbatch, states read back with sacct."""
+
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import ROOT, TINY, run_py
+from slurm_cluster import ClusterUnavailable, SlurmCluster
+from test_pruning import FAST, SEARCH
+from test_resume import results
+
+import analysis
+
+# One cluster for the module, on one pytest worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+PARTITION = "debug"
+ON_SLURM = ["hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.mem_gb=2"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    try:
+        cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), partition=PARTITION).start()
+    except ClusterUnavailable as reason:
+        pytest.skip(f"no test SLURM cluster: {reason}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def on_cluster(cluster, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))  # sbatch, squeue and sacct of run.py's jobs
+    return cluster
+
+
+def job_states(cluster: SlurmCluster) -> dict[str, str]:
+    """JobID -> State of every job and step SLURM's accounting holds."""
+    out = cluster.answers(["sacct", "-a", "-X", "-n", "-o", "JobID,State", "--parsable2"])
+    return dict(line.split("|", 1) for line in out.splitlines())
+
+
+def test_a_pruning_sweep_runs_as_slurm_jobs(tmp_path, on_cluster):
+    before = set(job_states(on_cluster))
+    sweep_dir = tmp_path / "hpo"
+    result = run_py("-m", *SEARCH, *FAST, *ON_SLURM, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep_dir}",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Job states come from SLURM's accounting, as on a site: no poll fell back to guessing.
+    assert "Bypassing sacct error" not in result.stdout + result.stderr
+    jobs = {job: state for job, state in job_states(on_cluster).items() if job not in before}
+    assert len(jobs) == 4 and set(jobs.values()) == {"COMPLETED"}, jobs
+    trials = optuna.load_study(study_name="hpo", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert len(trials) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    runs = analysis.load_runs(sweep_dir)
+    assert len(runs) == 4 and runs["status"].notna().all()
+    for job in jobs:  # each job's own log, written on the node
+        assert list((sweep_dir / ".submitit" / job).glob("*_log.out"))
+
+
+# Long enough for a requeue to land mid-training, short enough for the suite.
+REQUEUED = [*TINY, "seed=3", "train.steps=1000", "train.batch_size=2", "train.report_interval=50",
+            "train.eval_interval=250", "train.checkpoint_interval=50", "train.stop_at_convergence=false"]  # fmt: skip
+
+
+def test_a_requeued_job_checkpoints_when_signalled_and_resumes_exactly(tmp_path, on_cluster):
+    reference = tmp_path / "reference"
+    done = run_py(*REQUEUED, f"hydra.run.dir={reference}")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    sweep_dir = tmp_path / "sweep"
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "-m", *REQUEUED, *ON_SLURM, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dir = sweep_dir / "0"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists():
+        assert sweep.poll() is None and time.monotonic() < deadline, "the job never reached its first checkpoint"
+        time.sleep(0.05)
+    job = on_cluster.answers(["squeue", "-h", "-o", "%i"])
+    subprocess.run(["scontrol", "requeue", job], check=True, env=on_cluster.env)  # SIGTERM, then back in the queue
+    # A requeued job waits about two minutes before it may start again; an administrator's nudge:
+    deadline = time.monotonic() + 60
+    while "BeginTime" not in on_cluster.answers(["squeue", "-h", "-j", job, "-o", "%r"]):
+        assert time.monotonic() < deadline, "the job did not go back to the queue"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, env=on_cluster.env)
+    stdout, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, stderr[-3000:]
+
+    log = (run_dir / "run.log").read_text()
+    assert "Stopped by SIGTERM" in log and "Resumed from" in log
+    assert results(run_dir) == results(reference)
