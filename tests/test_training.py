@@ -284,3 +284,38 @@ def test_lr_min_above_the_learning_rate_is_refused():
 
     with pytest.raises(ConfigError, match=r"train.lr_min=0.01 is not allowed: must be <= optimizer.lr \(0.001\)"):
         tiny_config("optimizer.lr=1e-3", "train.lr_min=1e-2")
+
+
+def test_in_a_submitit_slurm_job_a_stop_leaves_without_a_result_and_hands_submitit_its_signal(monkeypatch):
+    """SIGTERM (requeue, preemption, scancel) or submitit's USR2 (time limit) in a submitit SLURM
+    job: after the checkpoint the job exits (SystemExit: no result for Hydra or submitit to
+    record), and USR2 goes back to submitit's own handler, which requeues the job. Outside such a
+    job, the same stop is Interrupted (one line: run the command again)."""
+    import signal
+
+    from ntm.errors import Interrupted
+    from ntm.train import stop_requests
+
+    handed = []
+
+    def submitit_handler(signum, frame):
+        handed.append(signum)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+        for sig, expected in ((signal.SIGTERM, []), (signal.SIGUSR2, [signal.SIGUSR2])):
+            handed.clear()
+            with pytest.raises(SystemExit, match="SLURM's state of the job decides"):
+                with stop_requests() as received:
+                    signal.raise_signal(sig)
+                    assert received == [sig]  # caught, not acted on, until the step's end
+                    raise Interrupted("Stopped")
+            assert handed == expected
+            assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+        with pytest.raises(Interrupted):
+            with stop_requests():
+                raise Interrupted("Stopped")
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
