@@ -11,8 +11,6 @@ from ntm import run_format as fmt
 from .common import natural_key
 from .load import META_COLUMNS, RUNNING, SUMMARY_NUMBERS, UNFINISHED
 
-# Grouping ignores seed (what a group aggregates over) and keys that never change results.
-IGNORED_KEYS = ("seed", *fmt.NON_RESULT_KEYS)
 NOT_CONFIG = {*META_COLUMNS, *fmt.SUMMARY_KEYS, *SUMMARY_NUMBERS}
 
 
@@ -34,7 +32,8 @@ def varying_columns(runs: pd.DataFrame) -> list[str]:
 
 def all_varying_columns(runs: pd.DataFrame) -> list[str]:
     """Config columns whose value differs between runs, less seed and keys that never change results."""
-    return [c for c in config_columns(runs) if c not in IGNORED_KEYS and runs[c].nunique(dropna=False) > 1]
+    # Grouping ignores seed (what a group aggregates over) and keys that never change results.
+    return [c for c in config_columns(runs) if c != "seed" and fmt.is_result_key(c) and runs[c].nunique(dropna=False) > 1]
 
 
 def implied_columns(runs: pd.DataFrame, varying: list[str] | None = None) -> dict[str, str]:

@@ -234,12 +234,32 @@ class TrainConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    """logger=tensorboard (conf/logger/tensorboard.yaml); ntm.loggers."""
+
+
+@dataclass
+class LoggerConfig:
+    """Where else a run's metrics go (conf/logger/: one or several, logger=[a,b]); None: not there."""
+
+    tensorboard: TensorBoardConfig | None = None
+
+    def check(self, prefix: str = "logger") -> None:
+        from ntm.loggers import check_installed
+
+        for f in fields(self):
+            if getattr(self, f.name) is not None:
+                check_installed(f.name)
+
+
+@dataclass
 class Config:
     seed: int = 1
     task: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def check(self) -> None:
         for group, registry in GROUP_SCHEMAS.items():
@@ -250,6 +270,7 @@ class Config:
         self.model.check("model")
         self.optimizer.check("optimizer")
         self.train.check("train")
+        self.logger.check("logger")
         lr = self.optimizer.lr
         require(self.train.lr_min <= lr, "train.lr_min", self.train.lr_min, f"<= optimizer.lr ({lr})")
         check_memory(self)

@@ -12,8 +12,10 @@ works on folders copied to a machine without them. A run folder holds:
     snapshots.pt            what figures of training need (ntm.show), when train.snapshot_interval > 0
     checkpoints/last.pt     the newest checkpoint; checkpoints/previous.pt the one before it
     .lock                   held (flock) by the process training in the folder
+    tensorboard/            TensorBoard's event files, with logger=tensorboard (ntm.loggers)
 
-Every file is written to a temporary name and renamed over the old one.
+Every file is written to a temporary name and renamed over the old one (but TensorBoard's
+event files, which TensorBoard appends to).
 """
 
 import json
@@ -37,10 +39,11 @@ SNAPSHOTS_FILE = "snapshots.pt"  # outputs on fixed probes and cost per length o
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILES = ("last.pt", "previous.pt")  # newest first
 LOCK_FILE = ".lock"
+TENSORBOARD_DIR = "tensorboard"  # logger=tensorboard's event files (ntm.loggers)
 
 # Any of these makes a folder a run (perhaps a broken one); folders that never hold runs.
 RUN_MARKERS = (CONFIG_DIR, SUMMARY_FILE, METRICS_FILE)
-NEVER_RUN_DIRS = (CHECKPOINT_DIR, "__pycache__")
+NEVER_RUN_DIRS = (CHECKPOINT_DIR, TENSORBOARD_DIR, "__pycache__")
 
 # summary.json "status". A completed run stopped at its step budget and can be continued with a
 # larger train.steps; a run that converged is final when it stopped there (summary "final").
@@ -67,9 +70,10 @@ EVAL_COST_PREFIX = "eval_cost"
 REQUIRED_METRICS = ("step", "sequences", "loss", "cost")
 TIMING_KEYS = ("wall_time_s", "seq_per_s", "converged_time_s")  # differ between identical runs
 
-# Config keys that never change a run's results: they may differ when a run resumes, and a
-# results table never groups by them.
+# Config keys (and everything under them) that never change a run's results: they may differ
+# when a run resumes, and a results table never groups by them.
 NON_RESULT_KEYS = (
+    "logger",
     "train.progress",
     "train.threads",
     "train.checkpoint_interval",
@@ -78,6 +82,11 @@ NON_RESULT_KEYS = (
 )
 # Config keys that may grow when a finished run is continued.
 EXTENDABLE_KEYS = ("train.steps",)
+
+
+def is_result_key(key: str) -> bool:
+    """Whether a flat config key can change a run's results (see NON_RESULT_KEYS)."""
+    return not any(key == k or key.startswith(f"{k}.") for k in NON_RESULT_KEYS)
 
 
 def is_number(value: object) -> bool:
@@ -134,10 +143,9 @@ def config_differences(stored: dict, current: dict, defaults: dict, ignore: tupl
     adding a config key later does not lock folders written before it existed.
     """
     stored, current = flatten(stored), flatten(current)
-    skipped = set(NON_RESULT_KEYS) | set(ignore)
     diffs = []
     for key in sorted(set(stored) | set(current)):
-        if key in skipped:
+        if key in ignore or not is_result_key(key):
             continue
         old = stored.get(key, defaults.get(key, "<absent>"))
         new = current.get(key, "<absent>")

@@ -23,6 +23,7 @@ from ntm.config import Config, TrainConfig, to_container
 from ntm.ensemble import Ensemble
 from ntm.errors import Interrupted, RunFolderError
 from ntm.files import write_csv, write_json
+from ntm.loggers import open_loggers
 from ntm.snapshots import Snapshots
 from ntm.tasks import Task, make_task
 
@@ -336,6 +337,7 @@ class Run:
             self.log.info("Resumed from %s at step %d (%d sequences).",
                           self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
         self.snapshots = Snapshots(task, records) if interval else None
+        self.loggers = open_loggers(job.config.logger, job.run_dir, None if ckpt is None else ckpt["sequences"])
 
     def add(self, loss: torch.Tensor, costs: torch.Tensor, batch_size: int, seconds: float) -> None:
         """Add one training step to the report window."""
@@ -376,6 +378,8 @@ class Run:
                 self.log.info("Pruned by the sweep at step %d (%d sequences).", step, sequences)
         self.rows.append(row)
         write_csv(self.run_dir / fmt.METRICS_FILE, self.rows)
+        for logger in self.loggers:
+            logger.log_row(row)
         self.log.info(
             "step %d  sequences %d  loss %.4f  cost %.3f  %.0f seq/s%s",
             step, sequences, row["loss"], row["cost"], row["seq_per_s"],
@@ -396,6 +400,8 @@ class Run:
             "train_time": self.train_time, "wall_time": self.wall_time + time.perf_counter() - started,
             "snapshots": self.snapshots.records if self.snapshots else [],
         })  # fmt: skip
+        for logger in self.loggers:
+            logger.flush()  # what a resume keeps, the loggers keep too
 
     def summary(self, step: int, sequences: int, started: float) -> dict:
         # Final: more train.steps cannot continue it. A run that converged but went on to its step
@@ -488,6 +494,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
             run.save_checkpoint(models, k, step, sequences, started)
         summaries[k] = run.summary(step, sequences, started)
         write_json(run.run_dir / fmt.SUMMARY_FILE, summaries[k])
+        for logger in run.loggers:
+            logger.finish(to_container(run.config), summaries[k])
         run.log.info("Finished: %s", json.dumps(summaries[k]))
 
     progress = tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train")
