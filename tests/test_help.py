@@ -8,7 +8,7 @@ from conftest import ROOT, run_py_here
 pytestmark = pytest.mark.slow  # a run.py subprocess
 
 # The config groups a user picks from; their options are the YAML files in conf/GROUP/.
-GROUPS = ("task", "model", "optimizer", "preset", "sweep")
+GROUPS = ("task", "model", "optimizer", "logger", "preset", "sweep")
 
 
 @pytest.fixture(scope="module")
