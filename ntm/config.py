@@ -239,10 +239,19 @@ class TensorBoardConfig:
 
 
 @dataclass
+class MLflowConfig:
+    """logger=mlflow (conf/logger/mlflow.yaml); ntm.loggers."""
+
+    tracking_uri: str | None = None  # None: sqlite:///mlruns.db in the directory the command runs in
+    experiment: str | None = None  # None: the run folder's parent folder's name (the sweep's)
+
+
+@dataclass
 class LoggerConfig:
     """Where else a run's metrics go (conf/logger/: one or several, logger=[a,b]); None: not there."""
 
     tensorboard: TensorBoardConfig | None = None
+    mlflow: MLflowConfig | None = None
 
     def check(self, prefix: str = "logger") -> None:
         from ntm.loggers import check_installed

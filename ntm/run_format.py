@@ -13,6 +13,7 @@ works on folders copied to a machine without them. A run folder holds:
     checkpoints/last.pt     the newest checkpoint; checkpoints/previous.pt the one before it
     .lock                   held (flock) by the process training in the folder
     tensorboard/            TensorBoard's event files, with logger=tensorboard (ntm.loggers)
+    mlflow_run_id           the MLflow run this folder logs to, with logger=mlflow
 
 Every file is written to a temporary name and renamed over the old one (but TensorBoard's
 event files, which TensorBoard appends to).
@@ -40,6 +41,7 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILES = ("last.pt", "previous.pt")  # newest first
 LOCK_FILE = ".lock"
 TENSORBOARD_DIR = "tensorboard"  # logger=tensorboard's event files (ntm.loggers)
+MLFLOW_RUN_FILE = "mlflow_run_id"  # logger=mlflow: the MLflow run this folder logs to
 
 # Any of these makes a folder a run (perhaps a broken one); folders that never hold runs.
 RUN_MARKERS = (CONFIG_DIR, SUMMARY_FILE, METRICS_FILE)
