@@ -117,14 +117,6 @@ def test_a_failed_grid_point_is_retried_by_the_next_invocation(tmp_path):
     assert sorted(analysis.load_runs(sweep_dir)["seed"]) == [1, 2]
 
 
-@pytest.mark.slow
-def test_submitit_local_launcher_prunes_too(tmp_path):
-    sweep_dir = tmp_path / "hpo"
-    sweep(sweep_dir, "hydra.sweeper.n_trials=4", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
-    states = [t.state.name for t in study_trials(f"sqlite:///{sweep_dir}/optuna.db")]
-    assert len(states) == 4 and "PRUNED" in states
-
-
 @pytest.fixture
 def postgres():
     """A throwaway PostgreSQL server on a Unix socket (no TCP), stopped and removed afterwards."""
