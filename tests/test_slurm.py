@@ -95,3 +95,24 @@ def test_a_requeued_job_checkpoints_when_signalled_and_resumes_exactly(tmp_path,
     log = (run_dir / "run.log").read_text()
     assert "Stopped by SIGTERM" in log and "Resumed from" in log
     assert results(run_dir) == results(reference)
+
+
+def test_a_job_slurm_cancels_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, on_cluster):
+    sweep_dir = tmp_path / "grid"
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16)",
+         *FAST, "train.steps=600", *ON_SLURM, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(running := on_cluster.answers(["squeue", "-h", "-t", "RUNNING", "-o", "%i"]).split()) < 2:
+        assert sweep.poll() is None and time.monotonic() < deadline, "the jobs never ran together"
+        time.sleep(0.2)
+    subprocess.run(["scancel", running[0]], check=True, env=on_cluster.env)
+    stdout, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, stderr[-3000:]
+    assert "CANCELLED" in stdout + stderr  # SLURM's reason, in the sweep's log
+    states = sorted(
+        t.state.name for t in optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    )
+    assert states == ["COMPLETE", "FAIL"]

@@ -85,7 +85,7 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     import time
 
     sweep_dir = tmp_path / "killed"
-    args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", *FAST, "train.steps=400",
+    args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", *FAST, "train.steps=200",
             "hydra.sweeper.heartbeat_interval=1", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
