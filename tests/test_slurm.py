@@ -42,6 +42,10 @@ def job_states(cluster: SlurmCluster) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.splitlines())
 
 
+def new_jobs(cluster: SlurmCluster, before: set[str]) -> dict[str, str]:
+    return {job: state for job, state in job_states(cluster).items() if job not in before}
+
+
 def test_a_pruning_sweep_runs_as_slurm_jobs(tmp_path, on_cluster):
     before = set(job_states(on_cluster))
     sweep_dir = tmp_path / "hpo"
@@ -50,7 +54,10 @@ def test_a_pruning_sweep_runs_as_slurm_jobs(tmp_path, on_cluster):
     assert result.returncode == 0, result.stderr[-3000:]
     # Job states come from SLURM's accounting, as on a site: no poll fell back to guessing.
     assert "Bypassing sacct error" not in result.stdout + result.stderr
-    jobs = {job: state for job, state in job_states(on_cluster).items() if job not in before}
+    # A job's result file comes before SLURM records the job's end: wait for accounting.
+    deadline = time.monotonic() + 60
+    while set((jobs := new_jobs(on_cluster, before)).values()) != {"COMPLETED"} and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert len(jobs) == 4 and set(jobs.values()) == {"COMPLETED"}, jobs
     trials = optuna.load_study(study_name="hpo", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
     states = [t.state.name for t in trials]  # jobs on the nodes report to the study, and are pruned
