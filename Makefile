@@ -33,11 +33,11 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $@
 
-# The whole suite: real short trainings and sweeps, 8-9 minutes on 2 cores (README, Test).
+# The whole suite: real short trainings, sweeps and a one-node SLURM cluster, 10-11 minutes on 2 cores (README, Test).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# Everything but the tests marked slow (subprocess sweeps, resumes, compiled steps): about 1.5 minutes on 2 cores (README, Test).
+# Everything but the tests marked slow (subprocess sweeps, resumes, compiled steps, SLURM): a few minutes less (README, Test).
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
