@@ -1,10 +1,13 @@
-"""Atomic file writes: a reader or a killed run never sees a half-written file."""
+"""Atomic file writes (a reader or a killed run never sees a half-written file), and the lock
+beside an SQLite file that processes sharing it take."""
 
 import csv
+import fcntl
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,3 +54,17 @@ def write_yaml(path: Path, data) -> None:
 
 def save_torch(path: Path, obj, keep_previous: Path | None = None) -> None:
     write_atomic(path, lambda tmp: torch.save(obj, tmp), keep_previous)
+
+
+@contextmanager
+def sqlite_file_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive flock on `<file>.lock` beside the SQLite file of a sqlite:/// URL (its
+    folder made first), for processes that must not race on that database; nothing for other URLs."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -14,18 +14,23 @@ which cannot forget a point, skips the x it already holds (a resumed run compute
 values again).
 """
 
-import fcntl
 import importlib.util
 import time
 from pathlib import Path
 
 from ntm import run_format as fmt
 from ntm.checks import ConfigError
-from ntm.files import write_text
+from ntm.config import to_container
+from ntm.files import sqlite_file_lock, write_text
 
 # Each logger's optional extra: `pip install -e ".[NAME]"`.
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 MLFLOW_DEFAULT_DB = "mlruns.db"  # in the directory the command runs in, as MLflow's own ./mlruns
+
+
+def scalars(row: dict) -> dict:
+    """A metrics.csv row's values to log at its x (row["sequences"])."""
+    return {k: v for k, v in row.items() if k not in ("step", "sequences") and v is not None}
 
 
 def check_installed(name: str) -> None:
@@ -44,10 +49,8 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / fmt.TENSORBOARD_DIR), purge_step=purge, flush_secs=30)
 
     def log_row(self, row: dict) -> None:
-        x = row["sequences"]
-        for key, value in row.items():
-            if key not in ("step", "sequences") and value is not None:
-                self.writer.add_scalar(key, value, x)
+        for key, value in scalars(row).items():
+            self.writer.add_scalar(key, value, row["sequences"])
 
     def flush(self) -> None:
         self.writer.flush()
@@ -68,31 +71,31 @@ class MLflowLogger:
     the flattened config, metrics at their x, summary.json and metrics.csv as artifacts, the
     summary's status as the tag `status`."""
 
-    def __init__(self, settings, run_dir: Path, resumed_at: int | None):
+    def __init__(self, settings, config: dict, run_dir: Path):
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        run_dir = Path(run_dir).resolve()
+        self.run_dir = Path(run_dir).resolve()
         uri = settings.tracking_uri or f"sqlite:///{Path.cwd().resolve() / MLFLOW_DEFAULT_DB}"
         self.client = MlflowClient(tracking_uri=uri)
-        name = settings.experiment or run_dir.parent.name
-        lock = sqlite_lock(uri)
+        name = settings.experiment or self.run_dir.parent.name
         # Artifacts beside a SQLite store (MLflow's default, ./mlruns, depends on the directory).
-        artifacts = None if lock.path is None else (lock.path.parent / "mlruns" / name).as_uri()
-        with lock:  # a new SQLite store creates its tables; two jobs must not race
+        store = uri.removeprefix("sqlite:///")
+        artifacts = (Path(store).parent / "mlruns" / name).as_uri() if store != uri else None
+        with sqlite_file_lock(uri):  # a new SQLite store creates its tables; two jobs must not race
             experiment = self.client.get_experiment_by_name(name)
             experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name, artifacts)
-        id_file = run_dir / fmt.MLFLOW_RUN_FILE
-        self.logged_up_to = -1  # the largest x this MLflow run already holds
-        if id_file.exists():
+        id_file = self.run_dir / fmt.MLFLOW_RUN_FILE
+        if id_file.exists():  # a resumed or continued run: go on where its MLflow run stands
             self.run_id = id_file.read_text().strip()
-            held = [m.step for m in self.client.get_metric_history(self.run_id, "loss")]
-            self.logged_up_to = max(held, default=-1)
-            self.params_logged = True
-        else:
-            self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
-            write_text(id_file, self.run_id)
-            self.params_logged = False
-        self.run_dir = run_dir
+            self.logged_up_to = max((m.step for m in self.client.get_metric_history(self.run_id, "loss")), default=-1)
+            return
+        self.run_id = self.client.create_run(experiment_id, run_name=self.run_dir.name).info.run_id
+        self.logged_up_to = -1  # the largest x this MLflow run holds
+        params = [Param(k, str(v)) for k, v in fmt.flatten(config).items()]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params a call
+            self.client.log_batch(self.run_id, params=params[start : start + 100])
+        write_text(id_file, self.run_id)
 
     def log_row(self, row: dict) -> None:
         from mlflow.entities import Metric
@@ -101,23 +104,12 @@ class MLflowLogger:
         if x <= self.logged_up_to:
             return
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, x) for k, v in row.items() if k not in ("step", "sequences") and v is not None]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, x) for k, v in scalars(row).items()])
 
     def flush(self) -> None:
         pass  # every call above has written to the store
 
-    def log_params(self, config: dict) -> None:
-        from mlflow.entities import Param
-
-        params = [Param(k, str(v)) for k, v in fmt.flatten(config).items()]
-        for start in range(0, len(params), 100):  # MLflow takes at most 100 params a call
-            self.client.log_batch(self.run_id, params=params[start : start + 100])
-        self.params_logged = True
-
     def finish(self, config: dict, summary: dict) -> None:
-        if not self.params_logged:
-            self.log_params(config)
         self.client.set_tag(self.run_id, "status", summary["status"])
         for name in (fmt.SUMMARY_FILE, fmt.METRICS_FILE):
             self.client.log_artifact(self.run_id, str(self.run_dir / name))
@@ -127,28 +119,12 @@ class MLflowLogger:
         pass
 
 
-class sqlite_lock:
-    """An exclusive flock beside a SQLite tracking store (no-op for other stores)."""
-
-    def __init__(self, uri: str):
-        self.path = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
-
-    def __enter__(self):
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = self.path.open("a")
-            fcntl.flock(self.file, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        if self.path is not None:
-            self.file.close()
-
-
-def open_loggers(logger_config, run_dir: Path, resumed_at: int | None) -> list:
-    """The loggers the config asks for, open in run_dir; resumed_at: the checkpoint's sequences."""
+def open_loggers(config, run_dir: Path, resumed_at: int | None) -> list:
+    """The loggers a run's config (ntm.config.Config) asks for, open in run_dir; resumed_at: the
+    sequences of the checkpoint it resumes from."""
     loggers = []
-    if logger_config.tensorboard is not None:
+    if config.logger.tensorboard is not None:
         loggers.append(TensorBoardLogger(run_dir, resumed_at))
-    if logger_config.mlflow is not None:
-        loggers.append(MLflowLogger(logger_config.mlflow, run_dir, resumed_at))
+    if config.logger.mlflow is not None:
+        loggers.append(MLflowLogger(config.logger.mlflow, to_container(config), run_dir))
     return loggers

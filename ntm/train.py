@@ -337,7 +337,7 @@ class Run:
             self.log.info("Resumed from %s at step %d (%d sequences).",
                           self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
         self.snapshots = Snapshots(task, records) if interval else None
-        self.loggers = open_loggers(job.config.logger, job.run_dir, None if ckpt is None else ckpt["sequences"])
+        self.loggers = open_loggers(job.config, job.run_dir, None if ckpt is None else ckpt["sequences"])
 
     def add(self, loss: torch.Tensor, costs: torch.Tensor, batch_size: int, seconds: float) -> None:
         """Add one training step to the report window."""

@@ -1,6 +1,5 @@
 """NTMOptunaSweeper: Optuna's ask/tell loop over Hydra's launcher, with pruning and exact totals."""
 
-import fcntl
 import functools
 import hashlib
 import logging
@@ -9,7 +8,6 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,6 +24,7 @@ from optuna.trial import TrialState
 
 from ntm.checks import require
 from ntm.errors import ConfigError
+from ntm.files import sqlite_file_lock
 from ntm.pruning import PRUNED_ATTR, TRIAL_ENV
 
 log = logging.getLogger(__name__)
@@ -184,8 +183,7 @@ def study_lock(storage: optuna.storages.RDBStorage | None, study_name: str):
     storages (in memory: one process)."""
     url = str(storage.engine.url) if storage is not None else ""
     if url.startswith("sqlite:///"):
-        with open(url.removeprefix("sqlite:///") + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with sqlite_file_lock(url):
             yield
     elif url.startswith("postgresql"):
         key = int(hashlib.sha1(study_name.encode()).hexdigest()[:15], 16)  # a bigint, the same in every process
@@ -230,13 +228,8 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
     Sweeps started together on a new database race to create its tables. An SQLite file's folder
     is made and its tables created under a file lock beside it; a server (PostgreSQL: one fails on
     its types) is asked again, as creating them is idempotent."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return connect(url, heartbeat_interval, attempts=5)  # a busy file ("database is locked") frees up
-    return connect(url, heartbeat_interval, attempts=5)
+    with sqlite_file_lock(url):  # a busy SQLite file ("database is locked") frees up between attempts
+        return connect(url, heartbeat_interval, attempts=5)
 
 
 def connect(url: str, heartbeat_interval: int, attempts: int) -> optuna.storages.RDBStorage:
