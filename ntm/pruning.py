@@ -4,31 +4,73 @@ The sweeper (hydra/sweeper=ntm_optuna) gives each job its trial through Hydra's 
 `hydra.job.env_set.<TRIAL_ENV>`, never a config key: a key would change job folder names and
 the config's schema. The reporter reads it from the job's Hydra config, so jobs that share one
 process (hydra/launcher=ensemble) each find their own trial. Outside such a sweep there is no reporter.
+
+A trial scored on several seeds (hydra.sweeper.seeds) runs one job per seed. Each job records its
+cost at each evaluation on the trial; the job that completes an evaluation's set reports the worst
+of them as the trial's value there, so the pruner compares trials by their worst seed, as the
+sweeper scores them.
 """
+
+import hashlib
+from contextlib import contextmanager
 
 from omegaconf import OmegaConf
 
+from ntm.files import sqlite_file_lock
+
 TRIAL_ENV = "NTM_OPTUNA_TRIAL_ID"
+SEEDS_ENV = "NTM_OPTUNA_SEEDS"  # the trial's seeds, comma-separated: set when a trial has several
+SEED_ENV = "NTM_OPTUNA_SEED"  # this job's seed among them
 PRUNED_ATTR = "ntm_pruned"  # set on a trial the job stopped, so the sweeper tells it PRUNED
+SEED_COST_ATTR = "ntm_cost"  # ntm_cost:<sequences>:<seed> = one seed's cost at one evaluation
 
 
 class TrialReporter:
     """Reports (progress in sequences seen, cost) to one trial; says whether to stop."""
 
-    def __init__(self, storage_url: str, study_name: str, trial_id: int, pruner_config) -> None:
+    def __init__(self, storage_url: str, study_name: str, trial_id: int, pruner_config, seed: int | None = None,
+                 seeds: tuple[int, ...] = ()) -> None:  # fmt: skip
         import optuna
         from hydra.utils import instantiate
 
         pruner = instantiate(pruner_config) if pruner_config else optuna.pruners.NopPruner()
         study = optuna.load_study(study_name=study_name, storage=storage_url, pruner=pruner)
         self.trial = optuna.trial.Trial(study, trial_id)
+        self.seed, self.seeds = seed, seeds
+        # Sibling jobs' costs read past the study's cache, which holds a running trial as first read.
+        self.storage = optuna.storages.RDBStorage(storage_url) if seeds else None
 
     def should_stop(self, sequences: int, cost: float) -> bool:
+        if self.seeds:
+            return self.worst_of_seeds_should_stop(sequences, cost)
         self.trial.report(cost, step=sequences)
         if not self.trial.should_prune():
             return False
         self.mark_pruned()
         return True
+
+    def worst_of_seeds_should_stop(self, sequences: int, cost: float) -> bool:
+        """Record this seed's cost; the job that completes the seeds' costs at `sequences`
+        reports their worst and asks the pruner; every job stops once one has been pruned.
+
+        Under the study's lock: the pruner keeps its own records on the trial, which two jobs
+        asking at once would both write. A seed that stops at its criterion reports no more and
+        the trial's later evaluations wait for it: a converged seed is no reason to prune."""
+        trial_id = self.trial._trial_id
+        prefix = f"{SEED_COST_ATTR}:{sequences}:"
+        with study_lock(self.storage, self.trial.study.study_name):
+            self.storage.set_trial_system_attr(trial_id, f"{prefix}{self.seed}", cost)
+            attrs = self.storage.get_trial_system_attrs(trial_id)
+            if attrs.get(PRUNED_ATTR):
+                return True
+            costs = [attrs.get(f"{prefix}{seed}") for seed in self.seeds]
+            if None in costs:
+                return False
+            self.trial.report(max(costs), step=sequences)
+            if not self.trial.should_prune():
+                return False
+            self.mark_pruned()
+            return True
 
     def mark_pruned(self) -> None:
         """Tell the sweeper this trial's run was pruned (also when its folder held a pruned run already)."""
@@ -38,12 +80,38 @@ class TrialReporter:
 def trial_reporter(hydra_config) -> TrialReporter | None:
     """The reporter of a job launched by the pruning sweeper, else None.
 
-    hydra_config: the job's `hydra` node (HydraConfig.get() inside a job); its trial is in
-    hydra.job.env_set.
+    hydra_config: the job's `hydra` node (HydraConfig.get() inside a job); its trial (and, for a
+    trial on several seeds, the seeds) is in hydra.job.env_set.
     """
     env_set = OmegaConf.select(hydra_config, "job.env_set", default=None) or {}
     trial_id = env_set.get(TRIAL_ENV)
     sweeper = hydra_config.get("sweeper", {})
     if not trial_id or not str(sweeper.get("_target_", "")).endswith("NTMOptunaSweeper"):
         return None
-    return TrialReporter(str(sweeper.storage), sweeper.study_name, int(trial_id), sweeper.get("pruner"))
+    seeds = tuple(int(s) for s in str(env_set.get(SEEDS_ENV) or "").split(",") if s)
+    seed = int(env_set[SEED_ENV]) if seeds else None
+    return TrialReporter(str(sweeper.storage), sweeper.study_name, int(trial_id), sweeper.get("pruner"), seed, seeds)
+
+
+@contextmanager
+def study_lock(storage, study_name: str):
+    """Hold the lock that every process of this study takes around what two must not do at
+    once (count and ask trials; report a trial's worst seed): a file lock beside an SQLite
+    file, an advisory lock on a PostgreSQL server; none for other storages (in memory: one
+    process). storage: an optuna RDBStorage, or None."""
+    url = str(storage.engine.url) if storage is not None else ""
+    if url.startswith("sqlite:///"):
+        with sqlite_file_lock(url):
+            yield
+    elif url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int(hashlib.sha1(study_name.encode()).hexdigest()[:15], 16)  # a bigint, the same in every process
+        with storage.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    else:
+        yield

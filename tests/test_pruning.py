@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY, run_py, run_sweeps_together
+from conftest import TINY, run_py, run_py_here, run_sweeps_together
 
 import analysis
 from ntm import run_format as fmt
@@ -88,6 +88,37 @@ def test_with_the_pruner_off_every_trial_runs_to_the_end(tmp_path):
     sweep(sweep_dir, "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null")
     assert [t.state.name for t in study_trials(f"sqlite:///{sweep_dir}/optuna.db")] == ["COMPLETE"] * 4
     assert set(analysis.load_runs(sweep_dir)["steps"]) == {40}
+
+
+@pytest.mark.slow
+def test_trials_on_several_seeds_score_and_prune_by_their_worst_seed(tmp_path):
+    sweep_dir = tmp_path / "hpo"
+    sweep(sweep_dir, "hydra.sweeper.n_trials=6", "hydra.sweeper.seeds=[1,2]", "hydra/launcher=ensemble")
+    trials = study_trials(f"sqlite:///{sweep_dir}/optuna.db")
+    assert "PRUNED" in {t.state.name for t in trials} and "COMPLETE" in {t.state.name for t in trials}
+    runs = analysis.load_runs(sweep_dir)
+    logs = "".join((Path(d) / "run.log").read_text() for d in runs["run_dir"])
+    assert "Training 2 runs together as one ensemble: seeds [1, 2]." in logs
+    for trial in trials:
+        mine = runs[runs["trial.number"] == trial.number]
+        assert sorted(mine["seed"]) == [1, 2], trial.number
+        objectives = dict(zip(mine["seed"].astype(str), mine["objective"]))
+        assert trial.user_attrs["seed_values"] == pytest.approx(objectives)
+        if trial.state.name == "COMPLETE":
+            assert trial.value == pytest.approx(max(objectives.values()))
+        else:  # a pruned trial stops both of its seeds
+            assert set(mine["status"]) == {"pruned"} and max(mine["steps"]) < 40
+        for sequences, value in trial.intermediate_values.items():
+            costs = [trial.system_attrs[f"ntm_cost:{sequences}:{seed}"] for seed in (1, 2)]
+            assert value == pytest.approx(max(costs))
+
+
+def test_trials_on_several_seeds_refuse_a_seed_on_the_command_line(tmp_path):
+    result = run_py_here("-m", "sweep=hpo", "hydra.sweeper.seeds=[1,2]", "seed=3", cwd=tmp_path)
+    assert result.returncode == 2 and "hydra.sweeper.seeds=[1, 2]" in result.stderr
+    assert "leave seed out" in result.stderr and "Traceback" not in result.stderr
+    result = run_py_here("-m", "sweep=hpo", "hydra.sweeper.seeds=[1,1]", cwd=tmp_path)
+    assert result.returncode == 2 and "hydra.sweeper.seeds" in result.stderr and "distinct" in result.stderr
 
 
 @pytest.mark.slow

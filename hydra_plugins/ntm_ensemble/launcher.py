@@ -226,7 +226,7 @@ def train_group(
                 log.exception("%s: cannot start", member.run_dir)
                 finish(returns[k], error, failed=True)
         # Environment variables that every member sets alike hold while they train; the trial
-        # id differs per member and its reporter reads it from the member's config instead.
+        # id and seed differ per member and its reporter reads them from the member's config instead.
         envs = [job_env(members[k].config) for k in jobs]
         shared = {key: value for key, value in envs[0].items() if all(env.get(key) == value for env in envs)} if envs else {}
         with env_override(shared):
@@ -365,9 +365,10 @@ class EnsembleLauncher(Launcher):
 
 
 def group_key(member: Member) -> str:
-    """What jobs of one group share: the task config but its seed, and the job environment but the trial id."""
-    from ntm.pruning import TRIAL_ENV
+    """What jobs of one group share: the task config but its seed, and the job environment but
+    the trial id and the job's seed (a pruning sweep's, ntm.pruning)."""
+    from ntm.pruning import SEED_ENV, TRIAL_ENV
     from ntm.train import seedless
 
-    env = {k: v for k, v in job_env(member.config).items() if k != TRIAL_ENV}
+    env = {k: v for k, v in job_env(member.config).items() if k not in (TRIAL_ENV, SEED_ENV)}
     return json.dumps({"config": seedless(member.typed), "env": env}, sort_keys=True)

@@ -56,6 +56,9 @@ class NTMOptunaSweeperConfig:
     # left by a killed sweep and is asked again.
     heartbeat_interval: int = 30
     params: dict[str, str] | None = None
+    # Seeds each trial trains on, one job per seed (e.g. [1,2]; hydra/launcher=ensemble trains
+    # them as one ensemble); the trial scores as its worst seed. null: one job, the config's seed.
+    seeds: list[int] | None = None
 
 
 cs = ConfigStore.instance()

@@ -1,13 +1,11 @@
 """NTMOptunaSweeper: Optuna's ask/tell loop over Hydra's launcher, with pruning and exact totals."""
 
 import functools
-import hashlib
 import logging
 import random
 import threading
 import time
 import warnings
-from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -25,7 +23,7 @@ from optuna.trial import TrialState
 from ntm.checks import require
 from ntm.errors import ConfigError
 from ntm.files import sqlite_file_lock
-from ntm.pruning import PRUNED_ATTR, TRIAL_ENV
+from ntm.pruning import PRUNED_ATTR, SEED_ENV, SEEDS_ENV, TRIAL_ENV, study_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +66,18 @@ class NTMOptunaSweeper(Sweeper):
         max_failure_rate: float,
         heartbeat_interval: int,
         params: DictConfig | None,
+        seeds: list[int] | None = None,
     ) -> None:
         self.sampler, self.pruner, self.direction = sampler, pruner, direction
         self.storage_url, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.heartbeat_interval = heartbeat_interval
         self.params = params or {}
+        self.seeds = list(seeds or [])
+        require(
+            all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),
+            "hydra.sweeper.seeds", seeds, "null or a list of distinct integer seeds, e.g. [1,2]",
+        )  # fmt: skip
         for key, value, allowed in (
             ("n_trials", n_trials, n_trials >= 1),
             ("n_jobs", n_jobs, n_jobs >= 1),
@@ -97,6 +101,11 @@ class NTMOptunaSweeper(Sweeper):
         # so job folders are named as the command line reads; the last one of a key wins.
         fixed_lines = {line.split("=", 1)[0].lstrip("+~"): line for line in overrides}
         fixed = [fixed_lines[name] for name in fixed]
+        if self.seeds and "seed" in fixed_lines:
+            raise ConfigError(
+                f"hydra.sweeper.seeds={self.seeds} trains every trial on these seeds: leave seed out of the "
+                f"command line and hydra.sweeper.params (got {fixed_lines['seed']!r})"
+            )
         sampler = self.sampler
         n_trials = self.n_trials
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
@@ -136,25 +145,40 @@ class NTMOptunaSweeper(Sweeper):
         self.save_results(study)
 
     def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> int:
-        """Launch one batch of trials and tell Optuna how each ended; returns how many failed."""
+        """Launch one batch of trials (one job per trial, or one per seed of hydra.sweeper.seeds)
+        and tell Optuna how each ended; returns how many failed."""
+        seeds = self.seeds or [None]
         job_overrides = []
         for trial in trials:
             for name, distribution in distributions.items():
                 trial._suggest(name, distribution)
-            swept = (f"{name}={value}" for name, value in trial.params.items())
+            swept = [f"{name}={value}" for name, value in trial.params.items()]
             # The trial travels in Hydra's job settings: no config key, so job folders keep their names.
-            job_overrides.append((*swept, *fixed, f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"))
+            env = [f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"]
+            for seed in seeds:
+                if seed is not None:
+                    seed_env = [f"++hydra.job.env_set.{SEEDS_ENV}='{','.join(map(str, seeds))}'",
+                                f"++hydra.job.env_set.{SEED_ENV}={seed}"]  # fmt: skip
+                    job_overrides.append((*swept, *fixed, f"seed={seed}", *env, *seed_env))
+                else:
+                    job_overrides.append((*swept, *fixed, *env))
         with Heartbeats(study, trials, self.heartbeat_interval):
-            returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
+            returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number * len(seeds))
         failures = 0
-        for trial, job in zip(trials, returns):
+        for i, trial in enumerate(trials):
+            jobs = returns[i * len(seeds) : (i + 1) * len(seeds)]
             try:
-                value = float(job.return_value)
-            except Exception as error:  # the job raised, or returned no number
+                values = [float(job.return_value) for job in jobs]
+            except Exception as error:  # a job raised, or returned no number
                 log.warning("Trial %d failed: %s", trial.number, error)
                 study.tell(trial, state=TrialState.FAIL)
                 failures += 1
                 continue
+            # A trial on several seeds scores as its worst one (objectives are costs: lower is
+            # better), so that a setting wins by being robust, not by one lucky seed.
+            value = max(values) if self.direction == "minimize" else min(values)
+            if self.seeds:
+                study._storage.set_trial_user_attr(trial._trial_id, "seed_values", dict(zip(map(str, seeds), values)))
             if (self.reader or study._storage).get_trial_system_attrs(trial._trial_id).get(PRUNED_ATTR):
                 study.tell(trial, state=TrialState.PRUNED)
             else:
@@ -174,27 +198,6 @@ class NTMOptunaSweeper(Sweeper):
         log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
         results = {"name": "ntm_optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
-
-
-@contextmanager
-def study_lock(storage: optuna.storages.RDBStorage | None, study_name: str):
-    """Hold the lock that every sweep process of this study takes to count and ask its trials:
-    a file lock beside an SQLite file, an advisory lock on a PostgreSQL server; none for other
-    storages (in memory: one process)."""
-    url = str(storage.engine.url) if storage is not None else ""
-    if url.startswith("sqlite:///"):
-        with sqlite_file_lock(url):
-            yield
-    elif url.startswith("postgresql"):
-        key = int(hashlib.sha1(study_name.encode()).hexdigest()[:15], 16)  # a bigint, the same in every process
-        with storage.engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-    else:
-        yield
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
