@@ -5,9 +5,12 @@
     python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
-the median over --repeats timings of --steps steps each, after warm-up. Both paths train the same
-model from the same weights on the same batches in this process, so their ratio holds on a noisy
-machine. With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), the seed project's own
+the median over --repeats timings of --steps steps each, after warm-up. Three paths train the same
+model from the same weights on the same batches in this process, so their ratios hold on a noisy
+machine: eager, compiled with inductor's defaults (a Python wrapper calls the kernels), and
+compiled as training compiles (ntm.model.COMPILE_OPTIONS: a C++ wrapper).
+
+With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), the seed project's own
 `train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
 right after each row of ours, on the same number of sequences and repeats: once with --threads
 torch threads (as this project trains) and once with torch's default (as the seed trains).
@@ -91,24 +94,36 @@ def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batche
             raise RuntimeError("the benchmark model diverged")
 
 
-def time_path(task, batch_size: int, steps: int, repeats: int, compiled: bool) -> tuple[float, float]:
-    """Median ms per sequence over `repeats` timings, and the warm-up (compile) seconds."""
-    torch.manual_seed(0)
-    model = NTM(task.input_size, task.output_size)  # the seed's sizes: LSTM 100, 128 x 20, one head pair
-    if compiled:
-        model.compile_step(dynamic=False)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, momentum=0.9, alpha=0.95)
+# How a path compiles its time step: not at all, as the project does (ntm.model.COMPILE_OPTIONS),
+# or with inductor's defaults (the compiled graph calls its kernels from Python).
+PATHS = {"eager": None, "compiled": {}, "python_wrapper": {"options": {}}}
+
+
+def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per path: median ms per sequence over `repeats` timings, and its warm-up (compile) seconds.
+
+    The paths take turns, one timing each per round, so a machine that slows down for a while
+    slows every path alike and their ratios hold."""
     generator = torch.Generator().manual_seed(0)
     batches = [task.sample(batch_size, generator) for _ in range(steps)]
-    start = time.perf_counter()
-    train_steps(model, optimizer, task, batches[:2])
-    warm_up = time.perf_counter() - start
-    timings = []
-    for _ in range(repeats):
+    trained, warm_up = {}, {}
+    for path, options in PATHS.items():  # all built before any compiles: compile_step resets torch's caches
+        torch.manual_seed(0)
+        model = NTM(task.input_size, task.output_size)  # the seed's sizes: LSTM 100, 128 x 20, one head pair
+        if options is not None:
+            model.compile_step(dynamic=False, **options)
+        trained[path] = (model, torch.optim.RMSprop(model.parameters(), lr=1e-4, momentum=0.9, alpha=0.95))
+    for path, (model, optimizer) in trained.items():
         start = time.perf_counter()
-        train_steps(model, optimizer, task, batches)
-        timings.append((time.perf_counter() - start) * 1000 / (steps * batch_size))
-    return statistics.median(timings), warm_up
+        train_steps(model, optimizer, task, batches[:2])
+        warm_up[path] = time.perf_counter() - start
+    timings = {path: [] for path in PATHS}
+    for _ in range(repeats):
+        for path, (model, optimizer) in trained.items():
+            start = time.perf_counter()
+            train_steps(model, optimizer, task, batches)
+            timings[path].append((time.perf_counter() - start) * 1000 / (steps * batch_size))
+    return {path: (statistics.median(timings[path]), warm_up[path]) for path in PATHS}
 
 
 def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, threads: int) -> tuple[float, int]:
@@ -124,7 +139,8 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
 
 
 def speed_table(args) -> list[str]:
-    header = "| task | batch | eager ms/seq | compiled ms/seq | eager/compiled | compiled seq/s | compile s |"
+    header = ("| task | batch | eager ms/seq | compiled, Python wrapper ms/seq | compiled ms/seq | eager/compiled "
+              "| Python wrapper/compiled | compiled seq/s | compile s |")  # fmt: skip
     if args.seed_repo:
         one = f"{args.threads} thread{'s' * (args.threads > 1)}"
         header += f" seed ms/seq, {one} | seed ms/seq, default threads | seed ({one}) / compiled | seed (default) / compiled |"
@@ -133,9 +149,10 @@ def speed_table(args) -> list[str]:
         task = make_task(TASKS[name]())
         for batch_size in args.batch_sizes:
             steps = max(32, args.sequences // batch_size)
-            eager, _ = time_path(task, batch_size, steps, args.repeats, compiled=False)
-            fast, compile_s = time_path(task, batch_size, steps, args.repeats, compiled=True)
-            row = f"| {name} | {batch_size} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x | {1000 / fast:.0f} "
+            paths = time_paths(task, batch_size, steps, args.repeats)
+            (eager, _), (python_wrapper, _), (fast, compile_s) = (paths[p] for p in ("eager", "python_wrapper", "compiled"))
+            row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {eager / fast:.2f}x "
+                   f"| {python_wrapper / fast:.2f}x | {1000 / fast:.0f} ")  # fmt: skip
             row += f"| {compile_s:.0f} |"
             if args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)

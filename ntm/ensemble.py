@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ntm.model import COMPILE_OPTIONS
 from ntm.tasks import Task
 from ntm.tasks.base import Batch
 
@@ -67,7 +68,7 @@ class Ensemble:
             # As NTM.compile_step: fresh caches, so that many ensembles in one process never reach
             # torch's recompile limit.
             torch.compiler.reset()
-            step = torch.compile(step, fullgraph=True, dynamic=False)
+            step = torch.compile(step, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
         self._step = step
 
     def _weights(self) -> dict[str, torch.Tensor]:

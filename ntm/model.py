@@ -16,6 +16,10 @@ from ntm import addressing
 from ntm.controller import CONTROLLERS
 
 MEMORY_INITS = ("constant", "learned", "random")
+# Inductor's options for a compiled time step. cpp_wrapper: the compiled graph calls its kernels
+# from generated C++ rather than Python; at batch 1 a step is tens of small kernels, and that
+# Python was a fifth of the step's time (benchmarks/speed.py; a first compile takes ~15 s longer).
+COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
 class NTMState(NamedTuple):
@@ -117,6 +121,8 @@ class NTM(nn.Module):
         torch's recompile limit fails the run. Another compiled NTM recompiles on its next call.
         """
         torch.compiler.reset()
+        if "backend" not in options:  # inductor's options; another backend takes none
+            options = {"options": COMPILE_OPTIONS, **options}
         self._step = torch.compile(self.step, fullgraph=True, **options)
 
     def initial_state(self, batch_size: int) -> NTMState:
