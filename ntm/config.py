@@ -201,6 +201,13 @@ class TrainConfig:
     lr_half_life: int = 0
     lr_min: float = 0.0
     stop_at_convergence: bool = True
+    # Runs trained together as one ensemble (hydra/launcher=ensemble) draw each step's sizes
+    # (copy: the length; repeat copy: length and repeats; associative recall: items) once for
+    # all members, each member its own bits. Every member's training distribution is unchanged
+    # and no member waits for a longer one's steps, but its stream differs from its separate run
+    # and depends on the group it trains with (reproducible given the same group). No effect
+    # on a run trained alone.
+    shared_sizes: bool = False
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
     # one-off compile, ntm.train.use_compile). The same numbers as eager to float tolerance.

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+import zlib
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -316,6 +317,7 @@ class Run:
         self.job, self.config, self.run_dir, self.start = job, job.config, job.run_dir, start
         self.log = RunLog(job.run_dir, f"[seed {job.config.seed}] " if together else "")
         self.data_rng = torch.Generator().manual_seed(job.config.seed)
+        self.size_rng: torch.Generator | None = None  # the group's, with train.shared_sizes
         self.rows, self.window = [], empty_window()
         self.converged_at, self.converged_time_s = None, None
         self.train_time, self.wall_time = 0.0, 0.0  # accumulated over resumed segments
@@ -395,6 +397,7 @@ class Run:
             "config": to_container(self.config), "model": to_device(models.member_state(k), "cpu"),
             "optimizer": to_device(models.member_optimizer_state(k), "cpu"),
             "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "size_rng": self.size_rng.get_state() if self.size_rng is not None else None,
             "step": step, "sequences": sequences, "rows": self.rows, "window": self.window,
             "converged_at": self.converged_at, "converged_time_s": self.converged_time_s,
             "train_time": self.train_time, "wall_time": self.wall_time + time.perf_counter() - started,
@@ -452,6 +455,16 @@ def build_models(jobs: list[Job], task: Task, device: torch.device):
     return Ensemble(models, lambda params: build_optimizer(config, params), compile=compile_step)
 
 
+def shared_size_rng(jobs: list[Job], checkpoints: list) -> torch.Generator:
+    """The generator of a group's shared sizes (train.shared_sizes): seeded by the group's
+    seeds, resumed from the first member's checkpoint."""
+    seeds = ",".join(str(job.config.seed) for job in jobs)
+    rng = torch.Generator().manual_seed(zlib.crc32(f"shared sizes {seeds}".encode()))
+    if checkpoints[0] is not None and checkpoints[0].get("size_rng") is not None:
+        rng.set_state(checkpoints[0]["size_rng"])
+    return rng
+
+
 def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     """The training loop of runs that differ at most in seed, all from scratch or all from
     checkpoints of the same step; the caller holds their folders' locks."""
@@ -470,6 +483,9 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
 
     step, sequences = 0, 0
     checkpoints = [start.checkpoint for start in starts]
+    size_rng = shared_size_rng(jobs, checkpoints) if together and t.shared_sizes else None
+    for run in runs:
+        run.size_rng = size_rng
     if checkpoints[0] is not None:
         for k, ckpt in enumerate(checkpoints):
             models.load_member(k, ckpt["model"])
@@ -507,9 +523,13 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                     group["lr"] = learning_rate(config, sequences)
             # How far the task's curriculum has come: the same for every member.
             curriculum = task.progress(sequences)
+            size = task.draw_size(size_rng, curriculum) if size_rng is not None else None
             batches = [
-                to_device(task.sample(t.batch_size, run.data_rng, curriculum), device) if run.active else None for run in runs
-            ]
+                None if not run.active
+                else to_device(task.sample(t.batch_size, run.data_rng, curriculum) if size is None
+                               else task.batch(*size, t.batch_size, run.data_rng), device)
+                for run in runs
+            ]  # fmt: skip
             results = models.step(task, batches, t.grad_clip, t.grad_clip_value)
             step += 1
             sequences += t.batch_size

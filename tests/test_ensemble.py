@@ -205,9 +205,10 @@ class StopAtStep(list):
         return len(self) > 0
 
 
-def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["train.shared_sizes=true"]])
+def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch, extra):
     def jobs(root):
-        return [Job(config("train.steps=60", f"seed={s}"), root / f"m{s}") for s in (1, 2, 3)]
+        return [Job(config("train.steps=60", f"seed={s}", *extra), root / f"m{s}") for s in (1, 2, 3)]
 
     straight = train_together(jobs(tmp_path / "straight"))
     monkeypatch.setattr(ntm.train, "stop_requests", lambda: contextlib.nullcontext(StopAtStep(45)))
@@ -218,3 +219,21 @@ def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch):
     for s, (a, b) in enumerate(zip(resumed, straight), start=1):
         assert a["steps"] == b["steps"] == 60 and a["eval_cost"] == b["eval_cost"]
         assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shared_sizes_give_members_one_size_per_step_and_their_own_bits(tmp_path, monkeypatch, shared):
+    steps = []
+    step = Ensemble.step
+
+    def recording(self, task, batches, *args):
+        steps.append([inputs for inputs, _ in batches])
+        return step(self, task, batches, *args)
+
+    monkeypatch.setattr(Ensemble, "step", recording)
+    train_together([Job(config("train.steps=30", f"seed={s}", f"train.shared_sizes={shared}"), tmp_path / f"m{s}")
+                    for s in (1, 2, 3)])  # fmt: skip
+    same_size = [len({inputs.shape for inputs in members}) == 1 for members in steps]
+    assert all(same_size) == shared
+    assert len({members[0].shape for members in steps}) > 1, "sizes still vary from step to step"
+    assert not any(torch.equal(members[0], members[1]) for members in steps), "each member its own bits"

@@ -76,10 +76,9 @@ class AssociativeRecallTask(Task):
         asked[1:-1, :, :width] = shown.transpose(0, 1)
         return inputs, answer.transpose(0, 1).contiguous()
 
-    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+    def draw_size(self, generator: torch.Generator, progress: float = 1.0) -> tuple[int]:
         c = self.config
-        items = randint(c.min_items, grown(c.min_items, c.max_items, progress), generator)
-        return self.batch(items, batch_size, generator)
+        return (randint(c.min_items, grown(c.min_items, c.max_items, progress), generator),)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config

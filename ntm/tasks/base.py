@@ -81,7 +81,17 @@ class Task:
         self.config = config
 
     def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
-        """A training batch; progress (0..1) is how far the curriculum has come (1: the full range)."""
+        """A training batch; progress (0..1) is how far the curriculum has come (1: the full range).
+        Its sizes come first from the generator, then its contents."""
+        return self.batch(*self.draw_size(generator, progress), batch_size, generator)
+
+    def draw_size(self, generator: torch.Generator, progress: float = 1.0) -> tuple[int, ...]:
+        """The sizes of one training batch, the leading arguments of batch(): copy (length,),
+        repeat copy (length, repeats); () where every sequence has one size."""
+        raise NotImplementedError
+
+    def batch(self, *size_batch_size_generator) -> Batch:
+        """batch(*sizes, batch_size, generator): a batch of these sizes (draw_size's)."""
         raise NotImplementedError
 
     def progress(self, sequences: int) -> float:

@@ -41,10 +41,9 @@ class CopyTask(Task):
         inputs[length, :, width] = 1.0
         return inputs, bits
 
-    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+    def draw_size(self, generator: torch.Generator, progress: float = 1.0) -> tuple[int]:
         c = self.config
-        length = randint(c.min_len, grown(c.min_len, c.max_len, progress), generator)
-        return self.batch(length, batch_size, generator)
+        return (randint(c.min_len, grown(c.min_len, c.max_len, progress), generator),)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config

@@ -84,7 +84,10 @@ class NGramTask(Task):
         inputs = torch.cat([torch.zeros_like(targets[:1]), targets[:-1]])
         return inputs, targets
 
-    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+    def draw_size(self, generator: torch.Generator, progress: float = 1.0) -> tuple[()]:
+        return ()
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> Batch:
         return self.encode(self.bits_from(self.tables(batch_size, generator), generator))
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:

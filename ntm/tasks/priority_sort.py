@@ -76,8 +76,8 @@ class PrioritySortTask(Task):
         order = priorities.argsort(dim=0, descending=True)[: self.config.num_outputs]  # (num_outputs, B)
         return bits.gather(0, order.unsqueeze(-1).expand(-1, -1, bits.shape[-1]))
 
-    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
-        return self.batch(self.config.num_inputs, batch_size, generator)
+    def draw_size(self, generator: torch.Generator, progress: float = 1.0) -> tuple[int]:
+        return (self.config.num_inputs,)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config

@@ -78,11 +78,10 @@ class RepeatCopyTask(Task):
         targets[-1, :, width] = 1.0
         return inputs, targets
 
-    def sample(self, batch_size: int, generator: torch.Generator, progress: float = 1.0) -> Batch:
+    def draw_size(self, generator: torch.Generator, progress: float = 1.0) -> tuple[int, int]:
         c = self.config
         length = randint(c.min_len, grown(c.min_len, c.max_len, progress), generator)
-        repeats = randint(c.min_repeats, grown(c.min_repeats, c.max_repeats, progress), generator)
-        return self.batch(length, repeats, batch_size, generator)
+        return length, randint(c.min_repeats, grown(c.min_repeats, c.max_repeats, progress), generator)
 
     def generalisation_sets(self, generator: torch.Generator) -> dict[str, list[Batch]]:
         c = self.config
