@@ -7,8 +7,10 @@ stays the source of truth; a logger mirrors it for the tools researchers watch r
     mlflow ui --backend-store-uri sqlite:///mlruns.db
     python run.py 'logger=[tensorboard,mlflow]'
 
-A logger gets every metrics.csv row at its x (sequences seen), a flush at each checkpoint, and
-the run's hyperparameters with its final numbers at the end. A resumed run logs each x once:
+A logger gets every metrics.csv row at its x (sequences seen), each snapshot's probe sequences
+as images (targets above, the model's outputs below: what `python -m ntm.show` draws as
+sequence.png), a flush at each checkpoint, and the run's hyperparameters with its final numbers
+at the end. A resumed run logs each x once:
 TensorBoard purges what the killed run logged after the checkpoint it resumes from; MLflow,
 which cannot forget a point, skips the x it already holds (a resumed run computes the same
 values again).
@@ -33,6 +35,18 @@ def scalars(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("step", "sequences") and v is not None}
 
 
+def snapshot_images(snapshots) -> dict:
+    """The latest snapshot's probe sequences as grey images in [0, 1], one per probe: rows the
+    target's channels, a grey separator, then the output's channels; columns the output steps."""
+    import torch
+
+    record, images = snapshots.records[-1], {}
+    for name, (_, targets) in snapshots.probes.items():
+        target, output = targets[:, 0].float().T, record["outputs"][name].float().T  # (O, T) each
+        images[name] = torch.cat([target, torch.full_like(target[:1], 0.5), output]).clamp(0, 1).numpy()
+    return images
+
+
 def check_installed(name: str) -> None:
     if importlib.util.find_spec(PACKAGES[name]) is None:
         raise ConfigError(f'logger={name} needs the {PACKAGES[name]} package: pip install -e ".[{name}]"')
@@ -51,6 +65,11 @@ class TensorBoardLogger:
     def log_row(self, row: dict) -> None:
         for key, value in scalars(row).items():
             self.writer.add_scalar(key, value, row["sequences"])
+
+    def log_snapshot(self, snapshots) -> None:
+        x = snapshots.records[-1]["sequences"]
+        for name, image in snapshot_images(snapshots).items():
+            self.writer.add_image(f"sequence/{name}", image, x, dataformats="HW")
 
     def flush(self) -> None:
         self.writer.flush()
@@ -105,6 +124,13 @@ class MLflowLogger:
             return
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, x) for k, v in scalars(row).items()])
+
+    def log_snapshot(self, snapshots) -> None:
+        x = snapshots.records[-1]["sequences"]
+        if x <= self.logged_up_to:
+            return
+        for name, image in snapshot_images(snapshots).items():
+            self.client.log_image(self.run_id, image, key=f"sequence_{name}", step=x)
 
     def flush(self) -> None:
         pass  # every call above has written to the store

@@ -561,6 +561,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                 if run.snapshots and (step % interval == 0 or step == t.steps or run.converged_at == sequences):
                     run.snapshots.record(models.member(k), step, sequences)
                     run.snapshots.save(run.run_dir)
+                    for logger in run.loggers:
+                        logger.log_snapshot(run.snapshots)
                 if run.status == "pruned":
                     finish(k, run, step, sequences)
                 elif run.converged_at is not None and t.stop_at_convergence:

@@ -28,7 +28,7 @@ def both_loggers(tmp_path) -> list[str]:
 
 
 def tensorboard_events(run_dir) -> EventAccumulator:
-    events = EventAccumulator(str(run_dir / fmt.TENSORBOARD_DIR))
+    events = EventAccumulator(str(run_dir / fmt.TENSORBOARD_DIR), size_guidance={"images": 0})  # 0: keep every image
     events.Reload()
     return events
 
@@ -71,7 +71,14 @@ def test_every_metrics_row_is_logged_at_its_sequences_with_the_config(tmp_path):
     assert client.get_experiment(run.info.experiment_id).name == "sweep"
     assert run.data.params["train.batch_size"] == "2" and run.data.params["task.name"] == "copy"
     assert run.data.tags["status"] == summary["status"] and run.info.status == "FINISHED"
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {fmt.SUMMARY_FILE, fmt.METRICS_FILE}
+    assert {fmt.SUMMARY_FILE, fmt.METRICS_FILE} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Each snapshot's probe sequence as an image, at its x, in both tools.
+    snapshots = [int(r["sequences"]) for r in rows if r.get("eval_cost")]
+    images = tensorboard_events(run_dir).Images("sequence/len5")
+    assert [image.step for image in images] == snapshots
+    assert images[0].height == 2 * 8 + 1 and images[0].width == 5  # target and output (8 channels), one probe of length 5
+    logged = client.list_artifacts(run.info.run_id, "images")
+    assert len([a for a in logged if a.path.endswith(".png") and "sequence_len5" in a.path]) == len(snapshots)
 
 
 @pytest.mark.slow
@@ -88,6 +95,11 @@ def test_a_resumed_run_logs_each_x_once(tmp_path):
     assert expected[-1] == 60
     assert [x for x, _ in tensorboard_points(run_dir, "loss")] == expected
     assert [x for x, _ in mlflow_points(tmp_path, run_dir, "loss")] == expected
+    snapshots = [int(r["sequences"]) for r in metrics(run_dir) if r.get("eval_cost")]
+    assert [image.step for image in tensorboard_events(run_dir).Images("sequence/len5")] == snapshots
+    client, run = mlflow_run(tmp_path, run_dir)
+    logged = [a.path for a in client.list_artifacts(run.info.run_id, "images") if "sequence_len5" in a.path]
+    assert len([path for path in logged if path.endswith(".png")]) == len(snapshots)
 
 
 def test_a_missing_logger_package_is_one_line_naming_the_extra(monkeypatch):

@@ -53,7 +53,8 @@ def test_hpo_sweep_is_stored_and_continued_by_the_same_command(tmp_path):
     args = ("sweep=hpo", "model.controller_size=choice(16,32)", "train.batch_size=choice(1,2)", "hydra.sweeper.pruner=null")
     sweep(*args, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir)
     first = trials(sweep_dir, "hpo")
-    assert [t.state.name for t in first] == ["COMPLETE"] * 3
+    assert [t.state.name for t in first] == ["COMPLETE"] * 3, "with the pruner off every trial runs to the end"
+    assert set(analysis.load_runs(sweep_dir)["steps"]) == {20}
     sweep(*args, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir)
     assert len(trials(sweep_dir, "hpo")) == 3, "n_trials is the study's total: nothing is missing"
     sweep(*args, "hydra.sweeper.n_trials=5", sweep_dir=sweep_dir)
