@@ -70,8 +70,8 @@ BY_LENGTH_BATCH = 8
 
 
 class Task:
-    """A sequence task. Subclasses set Config, input_size, output_size and implement sample()
-    and generalisation_sets(); cost() defaults to error bits."""
+    """A sequence task. Subclasses set Config, input_size, output_size and implement
+    draw_size(), batch() and generalisation_sets(); cost() defaults to error bits."""
 
     cost_unit = "error bits per sequence"
 
