@@ -17,8 +17,8 @@ from ntm.controller import CONTROLLERS
 
 MEMORY_INITS = ("constant", "learned", "random")
 # Inductor's options for a compiled time step. cpp_wrapper: the compiled graph calls its kernels
-# from generated C++ rather than Python; at batch 1 a step is tens of small kernels, and that
-# Python was a fifth of the step's time (benchmarks/speed.py; a first compile takes ~15 s longer).
+# from generated C++ rather than Python; at batch 1 a step is tens of small kernels, and calling
+# them from Python cost 5-10% of the step (benchmarks/speed.py), with no slower first compile.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 

@@ -147,26 +147,23 @@ class NTMOptunaSweeper(Sweeper):
     def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> int:
         """Launch one batch of trials (one job per trial, or one per seed of hydra.sweeper.seeds)
         and tell Optuna how each ended; returns how many failed."""
-        seeds = self.seeds or [None]
+        # Each trial's jobs: one per seed, which its reporter also needs to know, or one as configured.
+        all_seeds = f"++hydra.job.env_set.{SEEDS_ENV}='{','.join(map(str, self.seeds))}'"
+        per_seed = [[f"seed={s}", all_seeds, f"++hydra.job.env_set.{SEED_ENV}={s}"] for s in self.seeds] or [[]]
         job_overrides = []
         for trial in trials:
             for name, distribution in distributions.items():
                 trial._suggest(name, distribution)
             swept = [f"{name}={value}" for name, value in trial.params.items()]
             # The trial travels in Hydra's job settings: no config key, so job folders keep their names.
-            env = [f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"]
-            for seed in seeds:
-                if seed is not None:
-                    seed_env = [f"++hydra.job.env_set.{SEEDS_ENV}='{','.join(map(str, seeds))}'",
-                                f"++hydra.job.env_set.{SEED_ENV}={seed}"]  # fmt: skip
-                    job_overrides.append((*swept, *fixed, f"seed={seed}", *env, *seed_env))
-                else:
-                    job_overrides.append((*swept, *fixed, *env))
+            trial_env = f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"
+            job_overrides += [(*swept, *fixed, *seed, trial_env) for seed in per_seed]
+        k = len(per_seed)
         with Heartbeats(study, trials, self.heartbeat_interval):
-            returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number * len(seeds))
+            returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number * k)
         failures = 0
         for i, trial in enumerate(trials):
-            jobs = returns[i * len(seeds) : (i + 1) * len(seeds)]
+            jobs = returns[i * k : (i + 1) * k]
             try:
                 values = [float(job.return_value) for job in jobs]
             except Exception as error:  # a job raised, or returned no number
@@ -178,7 +175,7 @@ class NTMOptunaSweeper(Sweeper):
             # better), so that a setting wins by being robust, not by one lucky seed.
             value = max(values) if self.direction == "minimize" else min(values)
             if self.seeds:
-                study._storage.set_trial_user_attr(trial._trial_id, "seed_values", dict(zip(map(str, seeds), values)))
+                study._storage.set_trial_user_attr(trial._trial_id, "seed_values", dict(zip(map(str, self.seeds), values)))
             if (self.reader or study._storage).get_trial_system_attrs(trial._trial_id).get(PRUNED_ATTR):
                 study.tell(trial, state=TrialState.PRUNED)
             else:
