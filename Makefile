@@ -17,7 +17,16 @@ ARGS ?=
 # Measured on 2 CPU cores, one run per core (README, Results).
 RESULTS_ESTIMATE := 16 runs (4 presets x seeds 1-4), two at a time on 2 cores: about 80 minutes of wall time, 155 core-minutes (from this machine's runs; more on a slower one)
 
-.PHONY: venv test test-fast train lint results clean
+# The next line of Hydra's Optuna sweeper (hydra-optuna-sweeper 1.4 release candidates, optuna 5,
+# optuna-dashboard) in its own environment: pyproject.toml's requirements with tools/next_line.txt's
+# changes (tools/next_line.py merges them). Its tests: the sweep, pruning and analysis ones, and
+# the next line's own (a stable-line study upgraded, optuna-dashboard), which need .venv as well.
+NEXT := .venv-next
+NEXT_INSTALLED := $(NEXT)/.installed
+NEXT_TESTS := tests/test_optuna_compat.py tests/test_sweeps.py tests/test_pruning.py tests/test_sweep_reruns.py \
+	tests/test_analysis_hpo.py tests/test_next_line.py
+
+.PHONY: venv venv-next test test-fast test-next train lint results clean
 
 venv: $(INSTALLED)
 
@@ -33,6 +42,18 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $@
 
+venv-next: $(NEXT_INSTALLED)
+
+$(NEXT_INSTALLED): pyproject.toml tools/next_line.txt tools/next_line.py
+	@test -x $(NEXT)/bin/python || { test -n "$(BASE_PYTHON)" || { echo "make: no python3.11 or python3 found" >&2; exit 1; }; \
+		echo "creating $(NEXT) with $(BASE_PYTHON)"; $(BASE_PYTHON) -m venv $(NEXT); }
+	$(NEXT)/bin/python -m pip install --quiet --upgrade pip
+	$(NEXT)/bin/python -m pip install "$(TORCH)"
+	$(NEXT)/bin/python tools/next_line.py > $(NEXT)/requirements.txt
+	$(NEXT)/bin/python -m pip install -r $(NEXT)/requirements.txt
+	$(NEXT)/bin/python -m pip install --no-deps -e .
+	@touch $@
+
 # The whole suite: real short trainings, sweeps and a one-node SLURM cluster, 10-11 minutes on 2 cores (README, Test).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
@@ -40,6 +61,10 @@ test: $(INSTALLED)
 # Everything but the tests marked slow (subprocess sweeps, resumes, compiled steps, SLURM): a few minutes less (README, Test).
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The sweep, pruning and analysis tests on the next line (a few minutes; not part of `make test`).
+test-next: $(NEXT_INSTALLED) $(INSTALLED)
+	$(NEXT)/bin/python -m pytest $(NEXT_TESTS)
 
 train: $(INSTALLED)
 	$(BIN)/python run.py $(ARGS)
@@ -55,4 +80,4 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(NEXT)

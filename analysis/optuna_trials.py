@@ -6,8 +6,10 @@ and not a sweep's own code. optuna is imported only when a study file is found; 
 without trial columns (one warning line says so).
 """
 
+import functools
 import json
 import os
+import sqlite3
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -102,9 +104,12 @@ def read_studies(paths: list[Path], run_dirs: list[Path], report: Report = warn)
     return studies
 
 
-def readonly_url(study_file: Path) -> str:
-    """The SQLAlchemy URL that opens study_file read-only (percent-encoded: spaces, '#', '%', braces are safe)."""
-    return f"sqlite:///file:{urllib.parse.quote(str(Path(study_file).resolve()))}?mode=ro&uri=true"
+def readonly_connection(study_file: Path) -> sqlite3.Connection:
+    """A read-only SQLite connection to study_file, through an SQLite URI whose path is percent-encoded
+    (spaces, '#', '%', '?', braces are safe). Opened here, not from a SQLAlchemy URL: SQLAlchemy 1.4 and 2
+    unquote such a URL differently."""
+    uri = f"file:{urllib.parse.quote(str(Path(study_file).resolve()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_S, check_same_thread=False)
 
 
 @contextmanager
@@ -130,7 +135,7 @@ def open_storage(study_file: Path):
     with quiet_optuna():
         try:
             storage = optuna.storages.RDBStorage(
-                readonly_url(study_file), engine_kwargs={"connect_args": {"timeout": LOCK_TIMEOUT_S}}
+                "sqlite://", engine_kwargs={"creator": functools.partial(readonly_connection, study_file)}
             )
         except Exception as error:  # SQLAlchemy, SQLite and Optuna's own errors alike: report the file, go on
             raise StudyError(describe(error)) from None

@@ -31,23 +31,20 @@ class TrialReporter:
     def __init__(self, storage_url: str, study_name: str, trial_id: int, pruner_config, seed: int | None = None,
                  seeds: tuple[int, ...] = ()) -> None:  # fmt: skip
         import optuna
-        from hydra.utils import instantiate
 
-        pruner = instantiate(pruner_config) if pruner_config else optuna.pruners.NopPruner()
-        study = optuna.load_study(study_name=study_name, storage=storage_url, pruner=pruner)
-        self.trial = optuna.trial.Trial(study, trial_id)
-        self.seed, self.seeds = seed, seeds
-        # Sibling jobs' costs read past the study's cache, which holds a running trial as first read.
-        self.storage = optuna.storages.RDBStorage(storage_url) if seeds else None
+        from ntm.optuna_compat import instantiate_optuna
+
+        pruner = instantiate_optuna(pruner_config, "pruners") if pruner_config else optuna.pruners.NopPruner()
+        # Reads go to this storage, not the study's, which caches a running trial as first read
+        # (blind to its sibling jobs' costs and to the sweeper's marks).
+        self.storage = optuna.storages.RDBStorage(storage_url)
+        self.study = optuna.load_study(study_name=study_name, storage=self.storage, pruner=pruner)
+        self.trial_id, self.seed, self.seeds = trial_id, seed, seeds
 
     def should_stop(self, sequences: int, cost: float) -> bool:
         if self.seeds:
             return self.worst_of_seeds_should_stop(sequences, cost)
-        self.trial.report(cost, step=sequences)
-        if not self.trial.should_prune():
-            return False
-        self.mark_pruned()
-        return True
+        return self.report(sequences, cost)
 
     def worst_of_seeds_should_stop(self, sequences: int, cost: float) -> bool:
         """Record this seed's cost; the job that completes the seeds' costs at `sequences`
@@ -56,25 +53,28 @@ class TrialReporter:
         Under the study's lock: the pruner keeps its own records on the trial, which two jobs
         asking at once would both write. A seed that stops at its criterion reports no more and
         the trial's later evaluations wait for it: a converged seed is no reason to prune."""
-        trial_id = self.trial._trial_id
         prefix = f"{SEED_COST_ATTR}:{sequences}:"
-        with study_lock(self.storage, self.trial.study.study_name):
-            self.storage.set_trial_system_attr(trial_id, f"{prefix}{self.seed}", cost)
-            attrs = self.storage.get_trial_system_attrs(trial_id)
+        with study_lock(self.storage, self.study.study_name):
+            self.storage.set_trial_system_attr(self.trial_id, f"{prefix}{self.seed}", cost)
+            attrs = self.storage.get_trial(self.trial_id).system_attrs
             if attrs.get(PRUNED_ATTR):
                 return True
             costs = [attrs.get(f"{prefix}{seed}") for seed in self.seeds]
             if None in costs:
                 return False
-            self.trial.report(max(costs), step=sequences)
-            if not self.trial.should_prune():
-                return False
-            self.mark_pruned()
-            return True
+            return self.report(sequences, max(costs))
+
+    def report(self, sequences: int, cost: float) -> bool:
+        """Report the trial's cost at `sequences` and ask the pruner; marks the trial pruned if so."""
+        self.storage.set_trial_intermediate_value(self.trial_id, sequences, cost)
+        if not self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id)):
+            return False
+        self.mark_pruned()
+        return True
 
     def mark_pruned(self) -> None:
         """Tell the sweeper this trial's run was pruned (also when its folder held a pruned run already)."""
-        self.trial.study._storage.set_trial_system_attr(self.trial._trial_id, PRUNED_ATTR, True)
+        self.storage.set_trial_system_attr(self.trial_id, PRUNED_ATTR, True)
 
 
 def trial_reporter(hydra_config) -> TrialReporter | None:
@@ -98,8 +98,8 @@ def study_lock(storage, study_name: str):
     """Hold the lock that every process of this study takes around what two must not do at
     once (count and ask trials; report a trial's worst seed): a file lock beside an SQLite
     file, an advisory lock on a PostgreSQL server; none for other storages (in memory: one
-    process). storage: an optuna RDBStorage, or None."""
-    url = str(storage.engine.url) if storage is not None else ""
+    process). storage: an optuna storage, or None."""
+    url = str(storage.engine.url) if hasattr(storage, "engine") else ""
     if url.startswith("sqlite:///"):
         with sqlite_file_lock(url):
             yield

@@ -94,9 +94,11 @@ def test_the_trial_reporter_reads_its_trial_from_the_job_config(tmp_path, monkey
     study = optuna.create_study(study_name="s", storage=storage)
     trials = [study.ask(), study.ask()]
     sweeper = {"_target_": "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper", "storage": storage, "study_name": "s"}
-    for trial in trials:  # members of one process, each with its own trial
-        hydra = OmegaConf.create({"job": {"env_set": {TRIAL_ENV: str(trial._trial_id)}}, "sweeper": sweeper})
-        assert trial_reporter(hydra).trial._trial_id == trial._trial_id
+    reader = optuna.storages.RDBStorage(storage)
+    ids = [reader.get_trial_id_from_study_id_trial_number(reader.get_study_id_from_name("s"), t.number) for t in trials]
+    for trial_id in ids:  # members of one process, each with its own trial
+        hydra = OmegaConf.create({"job": {"env_set": {TRIAL_ENV: str(trial_id)}}, "sweeper": sweeper})
+        assert trial_reporter(hydra).trial_id == trial_id
     assert trial_reporter(OmegaConf.create({"job": {"env_set": {}}, "sweeper": sweeper})) is None
 
 

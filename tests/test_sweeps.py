@@ -116,14 +116,15 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed(tmp_path):
 
     storage = open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=1)
     study = optuna.create_study(storage=storage)
+    study_id = storage.get_study_id_from_name(study.study_name)
     study.ask()  # and killed
-    fail_stale_trials(study, storage)
+    fail_stale_trials(study, storage, study_id)
     assert study.trials[0].state.name == "RUNNING", "its sweep may be alive: it gets a grace period"
     deadline = time.time() + 10
     while study.trials[0].state.name == "RUNNING":
         assert time.time() < deadline, "a trial without heartbeat stayed RUNNING"
         time.sleep(0.5)
-        fail_stale_trials(study, storage)
+        fail_stale_trials(study, storage, study_id)
 
 
 @pytest.mark.slow
@@ -137,21 +138,21 @@ def test_two_sweeps_share_one_study(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4, "n_trials is the study's total, shared by both"
 
 
-def test_a_failed_trial_that_completes_the_grid_does_not_raise():
-    from hydra_plugins.ntm_optuna.sweeper import RetryingGridSampler
+def test_a_grid_asks_untried_points_first_then_failed_ones_and_never_a_running_or_finished_one():
+    from hydra_plugins.ntm_optuna.sweeper import ask, grid_order, grid_points
+    from ntm.optuna_compat import split_overrides
 
-    def fail_last_grid_point(sampler):
-        study = optuna.create_study(sampler=sampler)
-        trial = study.ask()
-        trial.suggest_categorical("x", [1])
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as a sweeper does, outside optimize()
-        return study
-
-    # The upstream behaviour that hydra-optuna-sweeper 1.3.0 trips over: one failed job in the
-    # last batch of a grid aborts the sweep.
-    with pytest.raises(RuntimeError, match="Study.stop"):
-        fail_last_grid_point(optuna.samplers.GridSampler({"x": [1]}))
-    study = fail_last_grid_point(RetryingGridSampler({"x": [1]}))
-    assert study.trials[0].state.name == "FAIL"
-    retry = study.ask()
-    assert retry.suggest_categorical("x", [1]) == 1, "the failed grid point is asked again"
+    distributions, fixed = split_overrides(["x=choice(1,2)", "y=choice(10,20)", "train.steps=5"])
+    assert fixed == ["train.steps=5"]
+    grid = grid_points(distributions)
+    assert grid == [{"x": x, "y": y} for x in (1, 2) for y in (10, 20)], "every combination, in command-line order"
+    study = optuna.create_study()
+    state = optuna.trial.TrialState
+    for point, ended in zip(grid, [state.COMPLETE, state.FAIL, state.PRUNED]):
+        trial = ask(study, distributions, point)
+        assert trial.params == point, "a grid trial has its point's values"
+        study.tell(trial, 1.0 if ended == state.COMPLETE else None, state=ended)
+    trials = study.get_trials(deepcopy=False)
+    assert grid_order(grid, trials) == [grid[3], grid[1]], "the never tried, then the failed"
+    ask(study, distributions, grid[3])  # running
+    assert grid_order(grid, study.get_trials(deepcopy=False)) == [grid[1]]

@@ -1,6 +1,7 @@
 """NTMOptunaSweeper: Optuna's ask/tell loop over Hydra's launcher, with pruning and exact totals."""
 
 import functools
+import itertools
 import logging
 import random
 import threading
@@ -13,44 +14,19 @@ import sqlalchemy
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import CategoricalDistribution, IntUniformDistribution
-from optuna.storages._rdb import models  # optuna 2.10's tables: no public query of heartbeats
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from ntm.checks import require
 from ntm.errors import ConfigError
 from ntm.files import sqlite_file_lock
+from ntm.optuna_compat import grid_values, instantiate_optuna, running_trials_never_beaten, split_overrides
 from ntm.pruning import PRUNED_ATTR, SEED_ENV, SEEDS_ENV, TRIAL_ENV, study_lock
 
 log = logging.getLogger(__name__)
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 POLL_SECONDS = 2.0  # while waiting for trials another sweep process runs
-
-
-class RetryingGridSampler(optuna.samplers.GridSampler):
-    """optuna's GridSampler, but a failed grid point is tried again instead of counting as visited.
-
-    Never-tried points come first; then points whose trials all failed. It never stops the
-    study (the sweep loop counts trials itself), so a trial told outside Study.optimize does
-    not raise as optuna 2.10's GridSampler.after_trial does.
-    """
-
-    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
-        tried, done = set(), set()
-        for trial in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            if "grid_id" in trial.system_attrs and self._same_search_space(trial.system_attrs["search_space"]):
-                tried.add(trial.system_attrs["grid_id"])
-                if trial.state in DONE or trial.state == TrialState.RUNNING:
-                    done.add(trial.system_attrs["grid_id"])
-        every = set(range(self._n_min_trials))
-        return sorted(every - tried) or sorted(every - done) or sorted(every)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        pass
 
 
 class NTMOptunaSweeper(Sweeper):
@@ -68,7 +44,8 @@ class NTMOptunaSweeper(Sweeper):
         params: DictConfig | None,
         seeds: list[int] | None = None,
     ) -> None:
-        self.sampler, self.pruner, self.direction = sampler, pruner, direction
+        self.sampler, self.pruner = instantiate_optuna(sampler, "samplers"), instantiate_optuna(pruner, "pruners")
+        self.direction = direction
         self.storage_url, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.heartbeat_interval = heartbeat_interval
@@ -93,76 +70,72 @@ class NTMOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        overrides = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
-        distributions, fixed = create_params_from_overrides(overrides)
-        for name in fixed:
-            distributions.pop(name, None)
-        # Fixed overrides go to jobs as typed (`train.progress=false`, not a re-printed `False`),
-        # so job folders are named as the command line reads; the last one of a key wins.
-        fixed_lines = {line.split("=", 1)[0].lstrip("+~"): line for line in overrides}
-        fixed = [fixed_lines[name] for name in fixed]
-        if self.seeds and "seed" in fixed_lines:
+        distributions, fixed = split_overrides([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
+        seed_lines = [line for line in fixed if line.split("=", 1)[0].lstrip("+~") == "seed"]
+        if self.seeds and seed_lines:
             raise ConfigError(
                 f"hydra.sweeper.seeds={self.seeds} trains every trial on these seeds: leave seed out of the "
-                f"command line and hydra.sweeper.params (got {fixed_lines['seed']!r})"
+                f"command line and hydra.sweeper.params (got {seed_lines[-1]!r})"
             )
-        sampler = self.sampler
-        n_trials = self.n_trials
+        sampler, n_trials, grid = self.sampler, self.n_trials, None
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
-            grid = {name: grid_values(name, d) for name, d in distributions.items()}
-            sampler = RetryingGridSampler(grid)
-            n_trials = min(n_trials, len(sampler._all_grids))
-        storage = self.storage_url
+            # The sweep walks the grid itself (grid_order), so that a failed point is asked again;
+            # each grid trial's parameters are enqueued, so the sampler below never samples.
+            grid = grid_points(distributions)
+            sampler, n_trials = optuna.samplers.RandomSampler(), min(n_trials, len(grid))
+        storage = self.storage_url or optuna.storages.InMemoryStorage()
         if isinstance(storage, str):
             storage = open_storage(storage, self.heartbeat_interval)
-        # Uncached reads: the study's storage caches running trials, blind to what their jobs write.
-        self.reader = storage if isinstance(storage, optuna.storages.RDBStorage) else None
+        # The study's own storage caches running trials, blind to what their jobs write: every
+        # read below goes to this one.
+        self.storage = storage
         study = optuna.create_study(
             study_name=self.study_name, storage=storage, sampler=sampler, direction=self.direction, load_if_exists=True,
-            pruner=self.pruner or optuna.pruners.NopPruner(),  # Hydra instantiated it (and the sampler)
+            pruner=self.pruner or optuna.pruners.NopPruner(),
         )  # fmt: skip
-        log.info("Study %s in %s: %d trials in all, %s", study.study_name, self.storage_url, n_trials, type(sampler).__name__)
+        study_id = storage.get_study_id_from_name(study.study_name)
+        log.info("Study %s in %s: %d trials in all, %s", study.study_name, self.storage_url, n_trials,
+                 "grid" if grid else type(sampler).__name__)  # fmt: skip
 
         failed_here = 0  # a trial that fails is asked again by the next invocation, not by this one
         while True:
-            if self.reader is not None and self.reader.is_heartbeat_enabled():
-                fail_stale_trials(study, self.reader)
+            if isinstance(storage, optuna.storages.RDBStorage):
+                fail_stale_trials(study, storage, study_id)
             # Counted and asked under the study's lock: two sweep processes counting at once
             # would both ask for the last trials, and run more than n_trials.
-            with study_lock(self.reader, study.study_name):
-                reader = self.reader or study._storage
-                trials = reader.get_all_trials(study._study_id, deepcopy=False)
+            with study_lock(storage, study.study_name):
+                trials = storage.get_all_trials(study_id, deepcopy=False)
                 done = sum(t.state in DONE for t in trials) + failed_here
                 running = sum(t.state == TrialState.RUNNING for t in trials)
-                to_ask = min(self.n_jobs, n_trials - done - running)
-                asked = [study.ask() for _ in range(max(to_ask, 0))]
+                to_ask = max(min(self.n_jobs, n_trials - done - running), 0)
+                points = grid_order(grid, trials)[:to_ask] if grid else [None] * to_ask
+                asked = [ask(study, distributions, point) for point in points]
             if asked:
-                failed_here += self.run_batch(study, asked, distributions, fixed)
+                failed_here += self.run_batch(study, study_id, asked, fixed)
             elif running and done < n_trials:
                 time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
             else:
                 break
         self.save_results(study)
 
-    def run_batch(self, study: optuna.Study, trials: list, distributions: dict, fixed: list[str]) -> int:
+    def run_batch(self, study: optuna.Study, study_id: int, trials: list, fixed: list[str]) -> int:
         """Launch one batch of trials (one job per trial, or one per seed of hydra.sweeper.seeds)
         and tell Optuna how each ended; returns how many failed."""
         # Each trial's jobs: one per seed, which its reporter also needs to know, or one as configured.
         all_seeds = f"++hydra.job.env_set.{SEEDS_ENV}='{','.join(map(str, self.seeds))}'"
         per_seed = [[f"seed={s}", all_seeds, f"++hydra.job.env_set.{SEED_ENV}={s}"] for s in self.seeds] or [[]]
+        trial_ids = [self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number) for trial in trials]
         job_overrides = []
-        for trial in trials:
-            for name, distribution in distributions.items():
-                trial._suggest(name, distribution)
+        for trial, trial_id in zip(trials, trial_ids):
             swept = [f"{name}={value}" for name, value in trial.params.items()]
             # The trial travels in Hydra's job settings: no config key, so job folders keep their names.
-            trial_env = f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}"
+            trial_env = f"++hydra.job.env_set.{TRIAL_ENV}={trial_id}"
             job_overrides += [(*swept, *fixed, *seed, trial_env) for seed in per_seed]
         k = len(per_seed)
-        with Heartbeats(study, trials, self.heartbeat_interval):
+        with Heartbeats(self.storage, trial_ids, self.heartbeat_interval):
             returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number * k)
         failures = 0
-        for i, trial in enumerate(trials):
+        for i, (trial, trial_id) in enumerate(zip(trials, trial_ids)):
             jobs = returns[i * k : (i + 1) * k]
             try:
                 values = [float(job.return_value) for job in jobs]
@@ -175,8 +148,8 @@ class NTMOptunaSweeper(Sweeper):
             # better), so that a setting wins by being robust, not by one lucky seed.
             value = max(values) if self.direction == "minimize" else min(values)
             if self.seeds:
-                study._storage.set_trial_user_attr(trial._trial_id, "seed_values", dict(zip(map(str, self.seeds), values)))
-            if (self.reader or study._storage).get_trial_system_attrs(trial._trial_id).get(PRUNED_ATTR):
+                trial.set_user_attr("seed_values", dict(zip(map(str, self.seeds), values)))
+            if self.storage.get_trial(trial_id).system_attrs.get(PRUNED_ATTR):
                 study.tell(trial, state=TrialState.PRUNED)
             else:
                 study.tell(trial, value)
@@ -197,24 +170,39 @@ class NTMOptunaSweeper(Sweeper):
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
 
 
-def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+def ask(study: optuna.Study, distributions: dict, point: dict | None) -> optuna.trial.Trial:
+    """A new trial with the swept keys' values: the sampler's, or a grid point's."""
+    if point is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # enqueue_trial on optuna 2.10
+            study.enqueue_trial(point)
+    return study.ask(distributions)
+
+
+def grid_points(distributions: dict) -> list[dict]:
+    """Every combination of the swept keys' values, in the order of the command line."""
+    values = [grid_values(name, distribution) for name, distribution in distributions.items()]
+    return [dict(zip(distributions, point)) for point in itertools.product(*values)]
+
+
+def grid_order(grid: list[dict], trials: list) -> list[dict]:
+    """The grid points to ask, in order: the never tried, then those whose every trial failed."""
+    tried = [t.params for t in trials]
+    taken = [t.params for t in trials if t.state in DONE or t.state == TrialState.RUNNING]
+    return [p for p in grid if p not in tried] + [p for p in grid if p in tried and p not in taken]
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, study_id: int) -> None:
     """Fail the trials a killed sweep left RUNNING: those without a heartbeat for the grace period.
 
-    optuna 2.10's fail_stale_trials skips a RUNNING trial that has no heartbeat at all, and a sweep
+    Optuna's fail_stale_trials skips a RUNNING trial that has no heartbeat at all, and a sweep
     killed between study.ask() (which commits the trial) and the trial's first heartbeat leaves
-    one, which a rerun would wait for forever. So such a trial gets a heartbeat here first. If its sweep
-    is alive, that sweep keeps it beating; if not, it goes stale like any other and is failed one
-    grace period later. (Not its datetime_start compared instead: that is the clock of the machine
-    that asked the trial, while heartbeats, this one too, are all the database's.)
+    one, which a rerun would otherwise wait for forever. So such a trial gets a heartbeat here
+    first. If its sweep is alive, that sweep keeps it beating; if not, it goes stale like any other
+    and is failed one grace period later. (Not its datetime_start compared instead: that is the
+    clock of the machine that asked the trial, while heartbeats, this one too, are all the database's.)
     """
-    trial = models.TrialModel
-    with _create_scoped_session(storage.scoped_session) as session:
-        never_beaten = (
-            session.query(trial.trial_id)
-            .filter(trial.study_id == study._study_id, trial.state == TrialState.RUNNING, ~trial.heartbeats.any())
-            .all()
-        )
-    for (trial_id,) in never_beaten:
+    for trial_id in running_trials_never_beaten(storage, study_id):
         storage.record_heartbeat(trial_id)  # if its sweep records the first one meanwhile, one is kept
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -244,19 +232,11 @@ def connect(url: str, heartbeat_interval: int, attempts: int) -> optuna.storages
     raise AssertionError("attempts must be >= 1")
 
 
-def grid_values(name: str, distribution) -> list:
-    if isinstance(distribution, CategoricalDistribution):
-        return list(distribution.choices)
-    if isinstance(distribution, IntUniformDistribution):
-        return list(range(distribution.low, distribution.high + 1, distribution.step))
-    raise ValueError(f"hydra.sweeper.params.{name}: a grid needs choice(...) or int range(...), not {distribution}")
-
-
 class Heartbeats:
     """Record a heartbeat for each running trial every interval while their jobs run."""
 
-    def __init__(self, study: optuna.Study, trials: list, interval: int):
-        self.storage, self.ids, self.interval = study._storage, [t._trial_id for t in trials], interval
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int], interval: int):
+        self.storage, self.ids, self.interval = storage, trial_ids, interval
         self.stop = threading.Event()
 
     def beat(self) -> None:
@@ -268,7 +248,7 @@ class Heartbeats:
             self.beat()
 
     def __enter__(self):
-        if self.storage.is_heartbeat_enabled():
+        if isinstance(self.storage, optuna.storages.RDBStorage):  # opened with heartbeats (open_storage)
             self.beat()
             self.thread = threading.Thread(target=self.run, daemon=True)
             self.thread.start()
