@@ -123,3 +123,40 @@ def test_a_job_slurm_cancels_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, o
         t.state.name for t in optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
     )
     assert states == ["COMPLETE", "FAIL"]
+
+
+def test_ensembles_run_as_one_slurm_job_per_group_and_a_requeued_group_resumes_exactly(tmp_path, on_cluster):
+    """Seeds 1-3 in groups of at most 2: two SLURM jobs. Both are requeued mid-training; every
+    member ends as the same seeds trained as local ensembles, uninterrupted."""
+    seeds = [*(o for o in REQUEUED if not o.startswith("seed=")), "seed=1,2,3", "hydra.launcher.max_members=2"]
+    reference = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "-m", *seeds, "hydra/launcher=ensemble", f"hydra.sweep.dir={tmp_path / 'local'}"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    before = set(job_states(on_cluster))
+    sweep_dir = tmp_path / "slurm"
+    on_slurm = ["hydra/launcher=ensemble_slurm", f"hydra.launcher.slurm.partition={PARTITION}", "hydra.launcher.slurm.mem_gb=2"]
+    sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *seeds, *on_slurm, f"hydra.sweep.dir={sweep_dir}"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not all((sweep_dir / str(job) / "checkpoints" / "last.pt").exists() for job in range(3)):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the members never reached their first checkpoints"
+        time.sleep(0.05)
+    jobs = on_cluster.answers(["squeue", "-h", "-o", "%i"]).split()
+    assert len(jobs) == 2, "one job per group"
+    for job in jobs:
+        subprocess.run(["scontrol", "requeue", job], check=True, env=on_cluster.env)
+    deadline = time.monotonic() + 60
+    while on_cluster.answers(["squeue", "-h", "-o", "%r"]).split().count("BeginTime") < 2:
+        assert time.monotonic() < deadline, "the jobs did not go back to the queue"
+        time.sleep(0.2)
+    for job in jobs:
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, env=on_cluster.env)
+    stdout, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, stderr[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    assert sorted(new_jobs(on_cluster, before)) == sorted(jobs)
+    for job in range(3):
+        log = (sweep_dir / str(job) / "run.log").read_text()
+        assert "Stopped by SIGTERM" in log and "Resumed from" in log
+        assert results(sweep_dir / str(job)) == results(tmp_path / "local" / str(job))

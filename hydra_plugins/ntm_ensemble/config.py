@@ -1,6 +1,7 @@
 """The launcher's config schema, registered in Hydra's ConfigStore as hydra/launcher=ensemble."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -17,6 +18,10 @@ class EnsembleLauncherConf:
     # busy with arithmetic, and an ensemble, whose steps last as long as its longest member's
     # sequence, is slower than separate runs there (README, Performance).
     max_batch_size: int = 4
+    # null: groups train in local worker processes. The settings of hydra/launcher=slurm
+    # (hydra/launcher=ensemble_slurm sets them): each group is one SLURM job of up to max_members
+    # runs, submitted through submitit; n_jobs does not apply (SLURM runs as many as it can).
+    slurm: Any = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf, provider="ntm_ensemble")

@@ -2,7 +2,8 @@
 
 launch() composes and validates every job in the sweep's process, groups them (plan_groups),
 and trains each group with ntm.train.train_together, in the sweep's process (n_jobs=1 or a
-single group) or in joblib's loky worker processes (n_jobs groups at a time). Each job is
+single group), in joblib's loky worker processes (n_jobs groups at a time), or, with
+hydra.launcher.slurm set (hydra/launcher=ensemble_slurm), as one SLURM job per group (submitit). Each job is
 what run.py's main makes of it: its run folder hydra.sweep.dir/hydra.sweep.subdir, .hydra/
 overrides.yaml and hydra.yaml, wait=True, its pruning reporter, and the summary's objective as
 its return value. Hydra's on_job_start/on_job_end callbacks run for every job.
@@ -266,13 +267,14 @@ def train_jobs(jobs: dict, returns: list[JobReturn]) -> Exception | None:
 
 
 class EnsembleLauncher(Launcher):
-    def __init__(self, max_members: int = 16, n_jobs: int = 2, max_batch_size: int = 4) -> None:
+    def __init__(self, max_members: int = 16, n_jobs: int = 2, max_batch_size: int = 4, slurm: Any = None) -> None:
         from ntm.errors import ConfigError
 
         for key, value in (("max_members", max_members), ("n_jobs", n_jobs), ("max_batch_size", max_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"hydra.launcher.{key}={value!r} is not allowed: must be an integer >= 1")
         self.max_members, self.n_jobs, self.max_batch_size = max_members, n_jobs, max_batch_size
+        self.slurm = slurm_parameters(slurm)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -293,19 +295,24 @@ class EnsembleLauncher(Launcher):
             if member is not None:
                 members.append(member)
         keys = [group_key(m) if m.typed.train.batch_size <= self.max_batch_size else f"alone {m.number}" for m in members]
-        plan = plan_groups(keys, [m.run_dir for m in members], self.max_members, self.n_jobs)
+        # On SLURM each group is a job and the cluster runs them side by side: groups as large as
+        # allowed (planned for one worker), not split to fill n_jobs local workers.
+        plan = plan_groups(keys, [m.run_dir for m in members], self.max_members, 1 if self.slurm else self.n_jobs)
         groups = [[members[i] for i in group] for group in plan]
         workers = 1 if self.n_jobs == 1 or len(groups) <= 1 else min(self.n_jobs, len(groups))
         log.info(
             "Ensemble launcher: %d jobs, in groups of %s, %s; sweep output dir: %s", len(job_overrides),
             ", ".join(str(len(group)) for group in groups) or "none",
-            "in this process" if workers == 1 else f"{workers} worker processes", self.config.hydra.sweep.dir,
+            "one SLURM job each" if self.slurm else "in this process" if workers == 1 else f"{workers} worker processes",
+            self.config.hydra.sweep.dir,
         )  # fmt: skip
         for group in groups:
             jobs = (f"#{initial_job_idx + m.number}: {' '.join(filter_overrides(job_overrides[m.number]))}" for m in group)
             log.info("\t%s", "; ".join(jobs))
 
-        if workers == 1:
+        if self.slurm and groups:
+            results = self.on_slurm(groups)
+        elif workers == 1:
             results = []
             for group in groups:
                 results.append(train_group(group, self.hydra_context, self.task_function))
@@ -327,6 +334,33 @@ class EnsembleLauncher(Launcher):
             if interrupted is not None:
                 raise interrupted  # every group has saved its checkpoints
         return returns
+
+    def on_slurm(self, groups: list[list[Member]]) -> list[tuple[list[JobReturn], Exception | None]]:
+        """Train each group as one SLURM job, all submitted at once; a job that SLURM stops for good
+        (cancelled, killed for its memory) fails its members, with submitit's error naming SLURM's state."""
+        import submitit
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        params = dict(self.slurm)
+        # As Hydra's SLURM launcher maps its keys onto submitit's: generic ones as they are, the rest prefixed.
+        executor = submitit.AutoExecutor(
+            folder=params.pop("submitit_folder"), cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout", 0)
+        )
+        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{key if key in generic else f"slurm_{key}": value for key, value in params.items()})
+        state = Singleton.get_state()
+        jobs = [executor.submit(GroupJob(), group, self.hydra_context, self.task_function, state) for group in groups]
+        for job, group in zip(jobs, groups):
+            log.info("SLURM job %s: %s", job.job_id, ", ".join(str(m.run_dir) for m in group))
+        results = []
+        for job, group in zip(jobs, groups):
+            try:
+                results.append(job.result())
+            except Exception as error:  # the job left no result: SLURM stopped it, or it died
+                log.warning("SLURM job %s left no result: %s", job.job_id, error)
+                failed = [finish(JobReturn(overrides=list(m.config.hydra.overrides.task)), error, failed=True) for m in group]
+                results.append((failed, None))
+        return results
 
     def prepare(self, number: int, idx: int, overrides: Sequence[str], returns: list) -> Member | None:
         """Compose and validate one job; a job that fails here gets its failed JobReturn and trains in no group."""
@@ -362,6 +396,34 @@ class EnsembleLauncher(Launcher):
             return None
         hydra_files = hydra_record(HydraConfig.get())  # as run.py's main writes it into .hydra/
         return Member(number, config, typed, Path(config.hydra.runtime.output_dir), hydra_files)
+
+
+class GroupJob:
+    """One group trained as one SLURM job (submitit pickles it with its arguments).
+
+    A job that SLURM stops leaves without a result once its runs have saved their checkpoints
+    (ntm.train.stop_requests); SLURM's requeue starts it again, and on submitit's time-limit signal
+    checkpoint() has it submitted again with the same arguments: either way the runs resume."""
+
+    def __call__(self, group: list[Member], hydra_context: HydraContext, task_function: TaskFunction, state: dict):
+        return train_group(group, hydra_context, task_function, state)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def slurm_parameters(slurm: Any) -> dict | None:
+    """hydra.launcher.slurm as plain values (None: no SLURM). Hydra 1.3 instantiates it before the
+    launcher gets it (a SlurmLauncher, holding them as params); 1.4 passes the config."""
+    if slurm is None:
+        return None
+    if isinstance(slurm, Launcher):
+        return dict(slurm.params)
+    params = OmegaConf.to_container(slurm, resolve=True) if OmegaConf.is_config(slurm) else dict(slurm)
+    params.pop("_target_", None)
+    return params
 
 
 def group_key(member: Member) -> str:
