@@ -276,6 +276,8 @@ def test_sweep_subdir_goes_through_the_job_dirname_resolver():
     assert OmegaConf.to_container(short.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
     assert short.hydra.job.override_dirname == "model.memory.n=64,seed=2"
     assert short.hydra.sweep.subdir == "model.memory.n=64,seed=2"
+    logged = compose_full(["sweep=seeds_memory", "seed=2", "model.memory.n=64", "logger=tensorboard", "train.progress=true"])
+    assert logged.hydra.sweep.subdir == short.hydra.sweep.subdir, "logging and display change no folder"
 
     def long_subdir(last_length):
         lengths = ",".join(str(n) for n in [*range(10, 60), last_length])
