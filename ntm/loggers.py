@@ -75,13 +75,18 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def finish(self, config: dict, summary: dict) -> None:
-        params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in fmt.flatten(config).items()}
+        params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hyperparameters(config).items()}
         final = {f"final/{k}": v for k, v in summary.items() if fmt.is_number(v) and k != "format_version"}
         self.writer.add_hparams(params, final, run_name=".")
         self.close()
 
     def close(self) -> None:
         self.writer.close()
+
+
+def hyperparameters(config: dict) -> dict:
+    """The flattened config without the loggers' own settings, which change no number."""
+    return {key: value for key, value in fmt.flatten(config).items() if not key.startswith("logger.")}
 
 
 class MLflowLogger:
@@ -111,7 +116,7 @@ class MLflowLogger:
             return
         self.run_id = self.client.create_run(experiment_id, run_name=self.run_dir.name).info.run_id
         self.logged_up_to = -1  # the largest x this MLflow run holds
-        params = [Param(k, str(v)) for k, v in fmt.flatten(config).items()]
+        params = [Param(k, str(v)) for k, v in hyperparameters(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params a call
             self.client.log_batch(self.run_id, params=params[start : start + 100])
         write_text(id_file, self.run_id)

@@ -171,7 +171,7 @@ AccountingStoragePort={self.ports["slurmdbd"]}
 JobRequeue=1
 ReturnToService=2
 MinJobAge=5
-KillWait=30
+KillWait=10
 SchedulerType=sched/backfill
 NodeName={self.node} CPUs={os.cpu_count()} RealMemory={int(total_mib * 0.8)} State=UNKNOWN
 PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP

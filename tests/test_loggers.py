@@ -65,11 +65,13 @@ def test_every_metrics_row_is_logged_at_its_sequences_with_the_config(tmp_path):
     start = tensorboard_events(run_dir).PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert hparams["train.batch_size"].number_value == 2 and hparams["task.name"].string_value == "copy"
+    assert not [key for key in hparams if key.startswith("logger.")], "the loggers' settings are no hyperparameters"
     assert tensorboard_points(run_dir, "final/eval_cost")[0][1] == pytest.approx(summary["eval_cost"])
     # MLflow: one run under the sweep's experiment, the config as params, status, artifacts.
     client, run = mlflow_run(tmp_path, run_dir)
     assert client.get_experiment(run.info.experiment_id).name == "sweep"
     assert run.data.params["train.batch_size"] == "2" and run.data.params["task.name"] == "copy"
+    assert not [key for key in run.data.params if key.startswith("logger.")]
     assert run.data.tags["status"] == summary["status"] and run.info.status == "FINISHED"
     assert {fmt.SUMMARY_FILE, fmt.METRICS_FILE} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     # Each snapshot's probe sequence as an image, at its x, in both tools.

@@ -125,10 +125,25 @@ def test_a_job_slurm_cancels_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, o
     assert states == ["COMPLETE", "FAIL"]
 
 
+def test_a_job_slurm_kills_for_its_memory_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, on_cluster):
+    """A memory of 500,000 rows needs about 3 GB, above the job's 1 GB: SLURM kills that job
+    (the test cluster enforces --mem, as sites do); its trial fails with SLURM's reason in the log."""
+    sweep_dir = tmp_path / "grid"
+    result = run_py("-m", "sweep=seeds_memory", "seed=choice(1)", "model.memory.n=choice(16,500000)", *FAST, "train.steps=3",
+                    "train.compile=false", *ON_SLURM, "hydra.launcher.mem_gb=1", f"hydra.sweep.dir={sweep_dir}",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # SLURM's reason, in the sweep's log (without cgroups SLURM 22.05 ends such a job FAILED, not OUT_OF_MEMORY)
+    assert "Exceeded job memory limit" in result.stdout + result.stderr
+    trials = optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert {t.params["model.memory.n"]: t.state.name for t in trials} == {16: "COMPLETE", 500000: "FAIL"}
+
+
 def test_ensembles_run_as_one_slurm_job_per_group_and_a_requeued_group_resumes_exactly(tmp_path, on_cluster):
     """Seeds 1-3 in groups of at most 2: two SLURM jobs. Both are requeued mid-training; every
     member ends as the same seeds trained as local ensembles, uninterrupted."""
-    seeds = [*(o for o in REQUEUED if not o.startswith("seed=")), "seed=1,2,3", "hydra.launcher.max_members=2"]
+    seeds = [*(o for o in REQUEUED if not o.startswith(("seed=", "train.steps="))), "train.steps=400", "seed=1,2,3",
+             "hydra.launcher.max_members=2"]  # fmt: skip
     reference = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), "-m", *seeds, "hydra/launcher=ensemble", f"hydra.sweep.dir={tmp_path / 'local'}"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
