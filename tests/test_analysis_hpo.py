@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -448,6 +449,8 @@ def test_importances_with_scikit_learn(sweep, capsys, tmp_path, monkeypatch):
     ((study, importances, how),) = analysis.study_importances(analysis.search.used_studies(loaded))
     assert set(importances) == {"optimizer", "optimizer.lr", "model.memory.m", "train.batch_size"}
     assert sum(importances.values()) == pytest.approx(1.0) and how.endswith(", 5 complete trials")
+    if not version("optuna").startswith("2."):  # optuna 2.10's fANOVA fails on numpy 2: analysis falls back there
+        assert how.startswith("fANOVA"), how
     code, out, err = run_main(capsys, sweep, "--plots", tmp_path / "figures")
     assert code == 0, err
     (line,) = [line for line in out.splitlines() if line.startswith("parameter importances (")]
