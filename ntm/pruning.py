@@ -12,11 +12,14 @@ sweeper scores them.
 """
 
 import hashlib
+import logging
 from contextlib import contextmanager
 
 from omegaconf import OmegaConf
 
 from ntm.files import sqlite_file_lock
+
+log = logging.getLogger(__name__)
 
 TRIAL_ENV = "NTM_OPTUNA_TRIAL_ID"
 SEEDS_ENV = "NTM_OPTUNA_SEEDS"  # the trial's seeds, comma-separated: set when a trial has several
@@ -40,11 +43,32 @@ class TrialReporter:
         self.storage = optuna.storages.RDBStorage(storage_url)
         self.study = optuna.load_study(study_name=study_name, storage=self.storage, pruner=pruner)
         self.trial_id, self.seed, self.seeds = trial_id, seed, seeds
+        self.ended = False  # the sweep ended the trial while this job ran
 
     def should_stop(self, sequences: int, cost: float) -> bool:
-        if self.seeds:
-            return self.worst_of_seeds_should_stop(sequences, cost)
-        return self.report(sequences, cost)
+        if self.ended:
+            return False
+        try:
+            if self.seeds:
+                return self.worst_of_seeds_should_stop(sequences, cost)
+            return self.report(sequences, cost)
+        except RuntimeError:  # Optuna's "finished trials cannot be updated", on both of its lines
+            if not self.trial_has_ended():
+                raise
+            return False
+
+    def trial_has_ended(self) -> bool:
+        """Whether the trial is finished while its job still trains: a sweep killed while its
+        jobs ran on a cluster leaves them running, and the same command, run again, fails their
+        trials as stale and asks them again; the new jobs wait for this one's run folder and
+        return its result. So this job trains on, and reports no more to a trial that is over."""
+        import optuna
+
+        if self.storage.get_trial(self.trial_id).state == optuna.trial.TrialState.RUNNING:
+            return False
+        log.info("Trial %d was ended by its sweep; training goes on, unreported.", self.trial_id)
+        self.ended = True
+        return True
 
     def worst_of_seeds_should_stop(self, sequences: int, cost: float) -> bool:
         """Record this seed's cost; the job that completes the seeds' costs at `sequences`

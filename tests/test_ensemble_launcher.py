@@ -142,10 +142,10 @@ def test_a_seed_sweep_trains_one_ensemble_whose_folders_match_ordinary_runs(tmp_
     result = sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS,
                    sweep_dir=sweep_dir)  # fmt: skip
     assert "3 jobs, in groups of 3, in this process" in result.stdout
+    # The same seeds as ordinary runs, one after another: Hydra's basic launcher.
+    sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=basic", *TINY, *STEPS, sweep_dir=tmp_path / "ordinary")
     for num, seed in enumerate(seeds):
-        ordinary = tmp_path / f"ordinary{seed}"
-        solo = run_py(f"seed={seed}", *TINY, *STEPS, f"hydra.run.dir={ordinary}", cwd=tmp_path)
-        assert solo.returncode == 0, solo.stderr[-3000:]
+        ordinary = tmp_path / "ordinary" / str(num)
         member = sweep_dir / str(num)
         assert TOGETHER in (member / "run.log").read_text()
         assert_own_log(member, seed)

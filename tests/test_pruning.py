@@ -15,6 +15,7 @@ from conftest import TINY, run_py, run_py_here, run_sweeps_together
 import analysis
 from ntm import run_format as fmt
 from ntm.hydra_glue import job_dirname
+from ntm.pruning import TrialReporter
 from ntm.train import DIVERGED_OBJECTIVE
 
 # Tiny jobs that report often.
@@ -48,13 +49,13 @@ def study_trials(storage: str, name: str = "hpo") -> list:
 
 
 @pytest.mark.slow
-def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_continues(tmp_path):
+def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_is_continued_by_the_same_command(tmp_path):
     sweep_dir = tmp_path / "hpo"
-    sweep(sweep_dir, "hydra.sweeper.n_trials=8")
+    sweep(sweep_dir, "hydra.sweeper.n_trials=6")
     storage = f"sqlite:///{sweep_dir}/optuna.db"
     trials = study_trials(storage)
     states = [t.state.name for t in trials]
-    assert len(trials) == 8 and "PRUNED" in states and set(states) <= {"COMPLETE", "PRUNED"}
+    assert len(trials) == 6 and "PRUNED" in states and set(states) <= {"COMPLETE", "PRUNED"}
     for trial in trials:  # progress in sequences seen: an evaluation every 5 steps of batch_size sequences
         assert all(step % (5 * trial.params["train.batch_size"]) == 0 for step in trial.intermediate_values)
     runs = analysis.load_runs(sweep_dir)
@@ -72,12 +73,17 @@ def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_continues(tmp_path)
     table = analysis.results_table(runs)
     assert table["pruned"].sum() == len(pruned_sets)
 
-    # A larger total asks only for what is missing; nothing that ran is trained again (the same
-    # total again asks for nothing: tests/test_sweeps.py).
-    sweep(sweep_dir, "hydra.sweeper.n_trials=10")
-    assert len(study_trials(storage)) == 10
+    # n_trials is the study's total: the same command again asks for nothing; a larger total
+    # asks only for what is missing, and nothing that ran is trained again.
+    sweep(sweep_dir, "hydra.sweeper.n_trials=6")
+    assert len(study_trials(storage)) == 6
+    sweep(sweep_dir, "hydra.sweeper.n_trials=8")
+    continued = study_trials(storage)
+    assert len(continued) == 8 and [t.params for t in continued[:6]] == [t.params for t in trials]
     for run_dir in runs["run_dir"]:
         assert len(json.loads((Path(run_dir) / fmt.PROVENANCE_FILE).read_text())["starts"]) == 1
+    runs = analysis.load_runs(sweep_dir)
+    assert runs["run_dir"].is_unique and len(runs) == len({tuple(sorted(t.params.items())) for t in continued})
 
 
 @pytest.mark.slow
@@ -109,6 +115,24 @@ def test_trials_on_several_seeds_refuse_a_seed_on_the_command_line(tmp_path):
     assert "leave seed out" in result.stderr and "Traceback" not in result.stderr
     result = run_py_here("-m", "sweep=hpo", "hydra.sweeper.seeds=[1,1]", cwd=tmp_path)
     assert result.returncode == 2 and "hydra.sweeper.seeds" in result.stderr and "distinct" in result.stderr
+
+
+@pytest.mark.parametrize("seeds", [(), (1, 2)])
+def test_a_job_whose_trial_its_sweep_ended_trains_on_unreported(tmp_path, seeds, caplog):
+    """A rerun of a killed sweep fails the trials of jobs still running on a cluster (their
+    heartbeats stopped with the sweep) and asks them again; such a job trains on, reporting no more."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="hpo", storage=storage)
+    trial = study.ask()
+    rdb = optuna.storages.RDBStorage(storage)
+    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name("hpo"), trial.number)
+    reporter = TrialReporter(storage, "hpo", trial_id, None, seeds[0] if seeds else None, seeds)
+    assert not reporter.should_stop(10, 5.0)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with caplog.at_level("INFO", logger="ntm.pruning"):
+        assert not reporter.should_stop(20, 4.0) and not reporter.should_stop(30, 3.0)
+    assert caplog.text.count("was ended by its sweep") == 1
+    assert study.trials[0].state.name == "FAIL"
 
 
 @pytest.mark.slow

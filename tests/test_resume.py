@@ -12,11 +12,12 @@ import pytest
 from conftest import ROOT, TINY, run_py
 
 OVERRIDES = [
-    *TINY, "train.steps=600", "train.batch_size=2", "train.report_interval=20", "train.eval_interval=100",
+    *TINY, "train.steps=300", "train.batch_size=2", "train.report_interval=20", "train.eval_interval=100",
     "train.checkpoint_interval=50", "train.stop_at_convergence=false",
 ]  # fmt: skip
 TIMING = {"wall_time_s", "seq_per_s", "converged_time_s"}
-pytestmark = pytest.mark.slow  # every test here trains in subprocesses, several times over
+# Every test here trains in subprocesses, several times over; one worker trains the reference.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
 
 
 def results(run_dir: Path) -> tuple[list[dict], dict]:

@@ -1,9 +1,11 @@
 """Sweeps through a real SLURM scheduler (hydra/launcher=slurm): a one-node cluster from Debian's
 packages (tests/slurm_cluster.py), jobs submitted with sbatch, states read back with sacct."""
 
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -13,6 +15,7 @@ from test_pruning import FAST, SEARCH
 from test_resume import results
 
 import analysis
+from ntm import run_format as fmt
 
 # One cluster for the module, on one pytest worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -44,6 +47,14 @@ def job_states(cluster: SlurmCluster) -> dict[str, str]:
 
 def new_jobs(cluster: SlurmCluster, before: set[str]) -> dict[str, str]:
     return {job: state for job, state in job_states(cluster).items() if job not in before}
+
+
+def job_training_in(run_dir: Path) -> str:
+    """The SLURM job whose process holds run_dir's lock (the lock file names the process; the
+    test cluster's one node is this machine)."""
+    pid = (run_dir / fmt.LOCK_FILE).read_text().split()[1]
+    environ = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    return environ["SLURM_JOB_ID"]
 
 
 def test_a_pruning_sweep_runs_as_slurm_jobs(tmp_path, on_cluster):
@@ -104,39 +115,63 @@ def test_a_requeued_job_checkpoints_when_signalled_and_resumes_exactly(tmp_path,
     assert results(run_dir) == results(reference)
 
 
-def test_a_job_slurm_cancels_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, on_cluster):
+def test_a_sweep_killed_while_its_jobs_run_is_continued_and_trains_no_job_twice(tmp_path, on_cluster):
+    """Killed, the sweep leaves its jobs running on the cluster and their trials without a
+    heartbeat. The same command, run again, fails those trials and asks their points again; the
+    old jobs train on, unreported, and the new ones (queued behind them for the node's cores, or
+    waiting for their run folders) return their results."""
+    sweep_dir = tmp_path / "grid"
+    args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16)", *FAST, "train.steps=1200",
+            "train.eval_interval=20", "train.report_interval=20", "hydra.sweeper.heartbeat_interval=1", *ON_SLURM,
+            f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(sweep_dir.glob("*/metrics.csv"))) < 2:
+        assert sweep.poll() is None and time.monotonic() < deadline, "the jobs never trained together"
+        time.sleep(0.1)
+    sweep.kill()  # the sweep process alone: its jobs are SLURM's
+    sweep.wait()
+    assert len(on_cluster.answers(["squeue", "-h", "-o", "%i"]).split()) == 2, "the jobs ended with their sweep"
+    continued = run_py(*args, cwd=tmp_path)
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    trials = optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    runs = analysis.load_runs(sweep_dir)
+    assert len(runs) == 2 and set(runs["status"]) <= {"completed", "converged"}
+    objectives = dict(zip(runs["seed"], runs["objective"]))
+    assert {t.params["seed"]: t.value for t in trials if t.state.name == "COMPLETE"} == objectives
+    for run_dir in runs["run_dir"]:  # each trained once, from start to end: as an uninterrupted sweep
+        assert len(json.loads((Path(run_dir) / fmt.PROVENANCE_FILE).read_text())["starts"]) == 1
+        log = (Path(run_dir) / "run.log").read_text()
+        assert "Resumed from" not in log and "was ended by its sweep; training goes on" in log
+
+
+def test_jobs_slurm_cancels_or_kills_for_their_memory_are_failed_trials_and_the_sweep_goes_on(tmp_path, on_cluster):
+    """Three grid points, one SLURM job each: the first (memory.n=16) is cancelled while it trains; the
+    third has a memory of 500,000 rows, about 3 GB, above the jobs' 1 GB, and SLURM kills it (the
+    test cluster enforces --mem, as sites do). Each is a failed trial with SLURM's reason in the
+    sweep's log; the second completes."""
     sweep_dir = tmp_path / "grid"
     sweep = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16)",
-         *FAST, "train.steps=600", *ON_SLURM, f"hydra.sweep.dir={sweep_dir}"],
+        [sys.executable, str(ROOT / "run.py"), "-m", "sweep=seeds_memory", "seed=choice(1)",
+         "model.memory.n=choice(16,17,500000)", *FAST, "train.steps=600", "train.compile=false", *ON_SLURM,
+         "hydra.launcher.mem_gb=1", f"hydra.sweep.dir={sweep_dir}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while len(running := on_cluster.answers(["squeue", "-h", "-t", "RUNNING", "-o", "%i"]).split()) < 2:
-        assert sweep.poll() is None and time.monotonic() < deadline, "the jobs never ran together"
+    while not (trained := list(sweep_dir.glob("*memory.n=16,*/metrics.csv"))):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the first job never trained"
         time.sleep(0.2)
-    subprocess.run(["scancel", running[0]], check=True, env=on_cluster.env)
+    first = job_training_in(trained[0].parent)
+    subprocess.run(["scancel", first], check=True, env=on_cluster.env)
     stdout, stderr = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, stderr[-3000:]
-    assert "CANCELLED" in stdout + stderr  # SLURM's reason, in the sweep's log
-    states = sorted(
-        t.state.name for t in optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
-    )
-    assert states == ["COMPLETE", "FAIL"]
-
-
-def test_a_job_slurm_kills_for_its_memory_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, on_cluster):
-    """A memory of 500,000 rows needs about 3 GB, above the job's 1 GB: SLURM kills that job
-    (the test cluster enforces --mem, as sites do); its trial fails with SLURM's reason in the log."""
-    sweep_dir = tmp_path / "grid"
-    result = run_py("-m", "sweep=seeds_memory", "seed=choice(1)", "model.memory.n=choice(16,500000)", *FAST, "train.steps=3",
-                    "train.compile=false", *ON_SLURM, "hydra.launcher.mem_gb=1", f"hydra.sweep.dir={sweep_dir}",
-                    cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    # SLURM's reason, in the sweep's log (without cgroups SLURM 22.05 ends such a job FAILED, not OUT_OF_MEMORY)
-    assert "Exceeded job memory limit" in result.stdout + result.stderr
+    # SLURM's reasons, in the sweep's log (without cgroups SLURM 22.05 ends a job over its memory
+    # FAILED, not OUT_OF_MEMORY)
+    assert "CANCELLED" in stdout + stderr and "Exceeded job memory limit" in stdout + stderr
     trials = optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
-    assert {t.params["model.memory.n"]: t.state.name for t in trials} == {16: "COMPLETE", 500000: "FAIL"}
+    assert {t.params["model.memory.n"]: t.state.name for t in trials} == {16: "FAIL", 17: "COMPLETE", 500000: "FAIL"}
 
 
 def test_ensembles_run_as_one_slurm_job_per_group_and_a_requeued_group_resumes_exactly(tmp_path, on_cluster):

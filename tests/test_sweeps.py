@@ -48,23 +48,6 @@ def test_seeds_memory_grid_sweep_and_its_results_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_hpo_sweep_is_stored_and_continued_by_the_same_command(tmp_path):
-    sweep_dir = tmp_path / "hpo"
-    args = ("sweep=hpo", "model.controller_size=choice(16,32)", "train.batch_size=choice(1,2)", "hydra.sweeper.pruner=null")
-    sweep(*args, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir)
-    first = trials(sweep_dir, "hpo")
-    assert [t.state.name for t in first] == ["COMPLETE"] * 3, "with the pruner off every trial runs to the end"
-    assert set(analysis.load_runs(sweep_dir)["steps"]) == {20}
-    sweep(*args, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir)
-    assert len(trials(sweep_dir, "hpo")) == 3, "n_trials is the study's total: nothing is missing"
-    sweep(*args, "hydra.sweeper.n_trials=5", sweep_dir=sweep_dir)
-    second = trials(sweep_dir, "hpo")
-    assert len(second) == 5 and [t.params for t in second[:3]] == [t.params for t in first]
-    runs = analysis.load_runs(sweep_dir)
-    assert runs["run_dir"].is_unique and len(runs) == len({tuple(sorted(t.params.items())) for t in second})
-
-
-@pytest.mark.slow
 def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):
     sweep_dir = tmp_path / "bad"
     sweep(
