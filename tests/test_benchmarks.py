@@ -55,6 +55,7 @@ def load_speed():
     return module
 
 
+@pytest.mark.slow
 def test_seed_timer_runs_the_seeds_train_batch(tmp_path):
     (tmp_path / "train.py").write_text(STAND_IN_TRAIN)
     speed = load_speed()
@@ -65,12 +66,14 @@ def test_seed_timer_runs_the_seeds_train_batch(tmp_path):
     assert default_threads >= 1
 
 
+@pytest.mark.slow
 def test_a_failing_seed_is_reported_with_its_error(tmp_path):
     (tmp_path / "train.py").write_text("raise ImportError('no module named nowhere')\n")
     with pytest.raises(SystemExit, match="no module named nowhere"):
         load_speed().time_seed(tmp_path, "copy", batch_size=1, steps=1, repeats=1, threads=1)
 
 
+@pytest.mark.slow
 def test_seed_repo_without_train_py_is_refused(tmp_path):
     import subprocess
 

@@ -64,6 +64,7 @@ def test_a_member_checkpoint_continues_as_an_ordinary_run(tmp_path):
     assert_same_run(tmp_path / "m2", tmp_path / "o2")
 
 
+@pytest.mark.slow
 def test_an_ensemble_resumes_every_member_and_groups_them_by_step(tmp_path):
     # Seed 1 has a checkpoint at step 30, seed 2 a finished run, seed 3 nothing: seed 2 is
     # returned as stored, and seeds 1 and 3 start from different steps, so they train apart.
@@ -205,6 +206,7 @@ class StopAtStep(list):
         return len(self) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["train.shared_sizes=true"]])
 def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch, extra):
     def jobs(root):

@@ -74,7 +74,10 @@ REFUSALS = [
 IN_A_PROCESS = {"+model.nosuchkey=3", "model.foo=1"}
 
 
-@pytest.mark.parametrize("overrides, message", REFUSALS, ids=[" ".join(o) for o, _ in REFUSALS])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [pytest.param(o, m, id=" ".join(o), marks=[pytest.mark.slow] if " ".join(o) in IN_A_PROCESS else []) for o, m in REFUSALS],
+)
 def test_refusals_on_the_command_line_are_one_line_with_exit_code_2(tmp_path, overrides, message):
     run = run_py if " ".join(overrides) in IN_A_PROCESS else run_py_here
     result = run(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
