@@ -2,7 +2,6 @@
 with the full Hydra config, validates, and its hydra node resolves; sweep job folder names."""
 
 import copy
-import itertools
 import math
 import os
 import re
@@ -18,7 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
-from ntm.config import Config, validate
+from ntm.config import Config, TrainConfig, validate
 from ntm.hydra_glue import DEPRECATED_PRESETS, job_dirname, warn_deprecated, without_hydra
 from ntm.train import train
 
@@ -54,30 +53,15 @@ def resolve_hydra(cfg) -> dict:
     return OmegaConf.to_container(cfg.hydra, resolve=True)
 
 
-def leaves(node, prefix=""):
-    """Dotted key -> value for every leaf of a plain dict (lists are leaves)."""
-    out = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        out.update(leaves(value, f"{name}.") if isinstance(value, dict) else {name: value})
-    return out
+def preset_train_keys(preset: str) -> dict:
+    """The train.* values a preset file sets (its defaults list aside; presets are @package _global_)."""
+    return OmegaConf.to_container(OmegaConf.load(CONF / "preset" / f"{preset}.yaml")).get("train", {})
 
 
-def file_settings(group: str, name: str) -> dict:
-    """The leaf values a group file sets (its defaults list aside); they are @package _global_."""
-    node = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{name}.yaml"), resolve=False)
-    node.pop("defaults", None)
-    return leaves(node)
-
-
-def composed_settings(cfg) -> dict:
-    return leaves(OmegaConf.to_container(cfg, resolve=False))
-
-
-def test_presets_are_discovered():
-    # The glob must find the presets the README documents; new files join automatically.
-    assert {"fast", "pytorch_ntm", "seed"} <= set(PRESETS)
-    assert {"seeds_memory", "hpo"} <= set(SWEEPS)
+@pytest.fixture(scope="module")
+def composed_sweeps():
+    """Each sweep preset composed once, hydra node included, for the tests that read it."""
+    return {sweep: compose_full([f"sweep={sweep}"]) for sweep in SWEEPS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,22 +69,23 @@ def test_presets_are_discovered():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_validates_and_applies(preset):
-    cfg = compose_full([f"preset={preset}"])
-    assert isinstance(validate_task_part(cfg), Config)
+@pytest.mark.parametrize("preset", CURRENT_PRESETS)
+def test_preset_trains_a_few_real_steps_and_the_command_line_beats_it(preset, tmp_path):
+    # Eager (a first compile costs ~40 s) and a small evaluation; everything else as the preset says.
+    overrides = [f"preset={preset}", "train.steps=3", "train.compile=false", "train.progress=false", "task.eval_batches=1"]
+    cfg = compose_full(overrides)
     resolved = resolve_hydra(cfg)
     # The callbacks that check a run before Hydra writes anything exist and are Hydra callbacks.
     assert resolved["callbacks"]
     for callback in resolved["callbacks"].values():
         assert issubclass(get_class(callback["_target_"]), Callback), callback
     assert resolved["run"]["dir"] and "${" not in resolved["run"]["dir"]
-    # Every value the preset sets is in the composed config (config.yaml does not override it).
-    composed = composed_settings(cfg)
-    for key, value in file_settings("preset", preset).items():
-        assert composed[key] == value, key
-    # The command line beats the preset.
-    assert validate_task_part(compose_full([f"preset={preset}", "train.steps=7", "optimizer=adam"])).train.steps == 7
+    config = validate_task_part(cfg)
+    summary = train(config, tmp_path)
+    assert summary["steps"] == 3 and summary["sequences"] == 3 * config.train.batch_size
+    assert summary["status"] in ("completed", "converged") and math.isfinite(summary["eval_cost"])
+    # What trained is the preset's batch size (sequences above), while train.steps=3 beat its budget.
+    assert config.train.batch_size == preset_train_keys(preset).get("batch_size", TrainConfig.batch_size)
 
 
 def test_pytorch_ntm_preset_is_the_defaults_and_seed_its_deprecated_name():
@@ -117,16 +102,6 @@ def test_a_deprecated_preset_says_so_in_one_line_and_still_runs(preset, capsys):
     assert (CONF / "preset" / f"{DEPRECATED_PRESETS[preset].split()[0].removeprefix('preset=').rstrip(',')}.yaml").exists()
     warn_deprecated(compose_full(["preset=fast"]))
     assert capsys.readouterr().err == ""
-
-
-@pytest.mark.parametrize("preset", CURRENT_PRESETS)
-def test_preset_trains_a_few_real_steps(preset, tmp_path):
-    # Eager (a first compile costs ~40 s) and a small evaluation; everything else as the preset says.
-    overrides = [f"preset={preset}", "train.steps=3", "train.compile=false", "train.progress=false", "task.eval_batches=1"]
-    config = validate_task_part(compose_full(overrides))
-    summary = train(config, tmp_path)
-    assert summary["steps"] == 3 and summary["sequences"] == 3 * config.train.batch_size
-    assert summary["status"] in ("completed", "converged") and math.isfinite(summary["eval_cost"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,16 +128,13 @@ def sweep_choices(params: dict, pick) -> list[str]:
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
-def test_sweep_preset_composes_and_its_hydra_node_resolves(sweep):
-    cfg = compose_full([f"sweep={sweep}"])
+def test_a_sweep_preset_keeps_its_study_in_its_folder_and_names_job_folders_by_their_parameters(sweep, composed_sweeps):
+    cfg = composed_sweeps[sweep]
     config = validate_task_part(cfg)
-    assert config.train.threads == 1 and config.train.progress is False
+    assert config.train.threads == 1 and config.train.progress is False  # jobs share the cores
     hydra = resolve_hydra(cfg)
-    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
-    assert sweeper == hydra["sweeper"]
+    sweeper = hydra["sweeper"]
     assert sweeper["_target_"] == OPTUNA_SWEEPER
-    assert sweeper["direction"] == "minimize"  # the objective is lower-is-better
-    assert sweeper["max_failure_rate"] == 1.0  # a crashed job does not stop the sweep
     assert hydra["launcher"]["_target_"] == (ENSEMBLE_LAUNCHER if sweep in SEED_GRIDS else JOBLIB_LAUNCHER)
     if sweep in SEED_GRIDS:  # the whole grid in one batch, so that the launcher sees every seed
         assert sweeper["n_jobs"] == sweeper["n_trials"]
@@ -173,21 +145,20 @@ def test_sweep_preset_composes_and_its_hydra_node_resolves(sweep):
     assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
     assert "sweep" in cfg.hydra.job.config.override_dirname.exclude_keys
     assert "sweep=" not in hydra["sweep"]["subdir"]
-    # Every file value is in the composed config: the sweep preset is applied last.
-    composed = composed_settings(cfg)
-    for key, value in file_settings("sweep", sweep).items():
-        assert composed[key] == value, key
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
-def test_sweep_search_space_is_valid(sweep):
-    cfg = compose_full([f"sweep={sweep}"])
+def test_sweep_search_space_is_valid(sweep, composed_sweeps):
+    cfg = composed_sweeps[sweep]
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
     assert params
-    task_keys = composed_settings(without_hydra(cfg))
+    task_part = without_hydra(cfg)
     groups = {p.name for p in CONF.iterdir() if p.is_dir()}
+    absent = object()
     for key in params:
-        assert key in task_keys or key in groups, f"sweep parameter {key} is neither a config key nor a group"
+        assert OmegaConf.select(task_part, key, default=absent) is not absent or key in groups, (
+            f"sweep parameter {key} is neither a config key nor a group"
+        )
     # The extreme points of the search space compose and validate.
     for pick in (lambda options: options[0], lambda options: options[-1]):
         validate_task_part(compose_full([f"sweep={sweep}", *sweep_choices(params, pick)]))
@@ -197,28 +168,22 @@ def test_sweep_search_space_is_valid(sweep):
         assert cfg.hydra.sweeper.n_trials >= grid, "n_trials cuts the grid short"
 
 
-def test_sweep_presets_do_not_share_a_study():
-    studies = [compose_full([f"sweep={sweep}"]).hydra.sweeper for sweep in SWEEPS]
+def test_sweep_presets_do_not_share_a_study(composed_sweeps):
+    studies = [cfg.hydra.sweeper for cfg in composed_sweeps.values()]
     names = [s.study_name for s in studies]
     storages = [OmegaConf.to_container(s, resolve=True)["storage"] for s in studies]
     assert len(set(names)) == len(names) and len(set(storages)) == len(storages)
 
 
-@pytest.mark.parametrize("sweep, preset", list(itertools.product(SWEEPS, CURRENT_PRESETS)))
-def test_sweep_preset_with_each_preset(sweep, preset):
-    cfg = compose_full([f"sweep={sweep}", f"preset={preset}"])
-    validate_task_part(cfg)
-    hydra = resolve_hydra(cfg)
-    assert hydra["sweeper"]["_target_"] == OPTUNA_SWEEPER
-    assert hydra["sweeper"]["storage"] == f"sqlite:///{hydra['sweep']['dir']}/optuna.db"
-    assert hydra["sweep"]["subdir"] == f"preset={preset}"  # the preset names the job folders
-    # Sweep values win over the preset's; the preset's other values stay.
-    composed = composed_settings(cfg)
-    sweep_values = file_settings("sweep", sweep)
-    for key, value in {**file_settings("preset", preset), **sweep_values}.items():
-        assert composed[key] == value, key
-    # And the command line wins over both.
-    assert validate_task_part(compose_full([f"sweep={sweep}", f"preset={preset}", "train.steps=7"])).train.steps == 7
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_a_sweep_preset_with_each_preset_validates_and_names_its_jobs_by_the_preset(sweep):
+    for preset in CURRENT_PRESETS:
+        cfg = compose_full([f"sweep={sweep}", f"preset={preset}"])
+        config = validate_task_part(cfg)
+        assert config.train.threads == 1, f"preset={preset} undoes sweep={sweep}'s one thread per job"
+        hydra = resolve_hydra(cfg)
+        assert hydra["sweeper"]["storage"] == f"sqlite:///{hydra['sweep']['dir']}/optuna.db"
+        assert hydra["sweep"]["subdir"] == f"preset={preset}"
 
 
 # ---------------------------------------------------------------------------------------------

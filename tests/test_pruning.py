@@ -117,6 +117,24 @@ def test_trials_on_several_seeds_refuse_a_seed_on_the_command_line(tmp_path):
     assert result.returncode == 2 and "hydra.sweeper.seeds" in result.stderr and "distinct" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("hydra.sweeper.n_trials=-1", "hydra.sweeper.n_trials=-1 is not allowed: must be >= 1"),
+        ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 is not allowed: must be >= 1"),
+        # No server listens on port 1: one line naming the key, not SQLAlchemy's traceback.
+        ("hydra.sweeper.storage='postgresql+psycopg2://u:p@127.0.0.1:1/x'",
+         "hydra.sweeper.storage='postgresql+psycopg2://u:p@127.0.0.1:1/x': cannot open the study's database"),
+    ],
+    ids=["n_trials", "n_jobs", "storage"],
+)  # fmt: skip
+def test_bad_sweeper_settings_are_refused_in_one_line_before_any_job(tmp_path, override, message):
+    result = run_py_here("-m", "sweep=hpo", override, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "multirun" / "hpo").exists() or not any((tmp_path / "multirun" / "hpo").iterdir())
+
+
 @pytest.mark.parametrize("seeds", [(), (1, 2)])
 def test_a_job_whose_trial_its_sweep_ended_trains_on_unreported(tmp_path, seeds, caplog):
     """A rerun of a killed sweep fails the trials of jobs still running on a cluster (their

@@ -12,7 +12,7 @@ from ntm import run_format as fmt
 from ntm import snapshots
 from ntm.config import validate
 from ntm.model import NTM
-from ntm.show import show
+from ntm.show import MAX_PROBE_STEPS, main, show
 from ntm.tasks import make_task
 from ntm.tasks.copy import CopyConfig, CopyTask
 from ntm.tasks.ngram import NGramConfig
@@ -61,6 +61,23 @@ def test_a_probe_of_another_length_and_the_command_line(copy_run, tmp_path):
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip() == "Error: task copy draws its sequences with --length, not --repeats"
+
+
+@pytest.mark.parametrize(
+    "length, message",
+    [
+        (0, "Error: --length 0 is not allowed: must be >= 1"),
+        (-3, "Error: --length -3 is not allowed: must be >= 1"),
+        (1_000_000,
+         f"Error: --length 1000000 makes a sequence of 2,000,001 time steps; figures draw at most {MAX_PROBE_STEPS:,}"),
+    ],
+)  # fmt: skip
+def test_a_length_too_small_or_too_long_to_draw_is_refused_in_one_line(copy_run, tmp_path, capsys, length, message):
+    with pytest.raises(SystemExit) as exit:
+        main([str(copy_run), "--length", str(length), "--out", str(tmp_path / "figures")])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "figures").exists()
 
 
 def test_a_run_without_snapshots_still_gets_its_sequence(tmp_path):
