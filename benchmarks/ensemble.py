@@ -40,7 +40,7 @@ from ntm.tasks import make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
 from ntm.train import Solo, to_device  # noqa: E402
 
-CLIP = TrainConfig()  # the seed's clipping: elementwise at 10
+CLIP = TrainConfig()  # pytorch-ntm's clipping: elementwise at 10
 
 
 def optimizer_for(params) -> torch.optim.Optimizer:

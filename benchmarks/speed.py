@@ -10,11 +10,11 @@ model from the same weights on the same batches in this process, so their ratios
 machine: eager, compiled with inductor's defaults (a Python wrapper calls the kernels), and
 compiled as training compiles (ntm.model.COMPILE_OPTIONS: a C++ wrapper).
 
-With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), the seed project's own
+With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), pytorch-ntm's own
 `train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
 right after each row of ours, on the same number of sequences and repeats: once with --threads
-torch threads (as this project trains) and once with torch's default (as the seed trains).
-Without it the seed is not measured and no ratio is printed.
+torch threads (as this project trains) and once with torch's default (as pytorch-ntm trains).
+Without it pytorch-ntm is not measured and no ratio is printed.
 
 Time to solve runs `python run.py preset=fast seed=S` as a user would (start-up and
 compile included) and reads its summary.json.
@@ -87,7 +87,7 @@ print(json.dumps({"ms_per_seq": statistics.median(timings), "threads": torch.get
 
 
 def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batches: list) -> None:
-    """The training loop's own step (ntm.train.train_step) with the default (the seed's) clipping."""
+    """The training loop's own step (ntm.train.train_step) with the default (pytorch-ntm's) clipping."""
     t = TrainConfig()
     for batch in batches:
         if not train_step(model, optimizer, task, batch, t.grad_clip, t.grad_clip_value).finite:
@@ -109,7 +109,7 @@ def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tup
     trained, warm_up = {}, {}
     for path, options in PATHS.items():  # all built before any compiles: compile_step resets torch's caches
         torch.manual_seed(0)
-        model = NTM(task.input_size, task.output_size)  # the seed's sizes: LSTM 100, 128 x 20, one head pair
+        model = NTM(task.input_size, task.output_size)  # pytorch-ntm's sizes: LSTM 100, 128 x 20, one head pair
         if options is not None:
             model.compile_step(dynamic=False, **options)
         trained[path] = (model, torch.optim.RMSprop(model.parameters(), lr=1e-4, momentum=0.9, alpha=0.95))
@@ -133,7 +133,7 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
     done = subprocess.run([sys.executable, "-c", SEED_TIMER, *map(str, args)], cwd=repo, env=env,
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode:
-        raise SystemExit(f"timing the seed in {repo} failed:\n{done.stderr.strip()}")
+        raise SystemExit(f"timing pytorch-ntm in {repo} failed:\n{done.stderr.strip()}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["ms_per_seq"], result["threads"]
 
@@ -143,7 +143,8 @@ def speed_table(args) -> list[str]:
               "| Python wrapper/compiled | compiled seq/s | compile s |")  # fmt: skip
     if args.seed_repo:
         one = f"{args.threads} thread{'s' * (args.threads > 1)}"
-        header += f" seed ms/seq, {one} | seed ms/seq, default threads | seed ({one}) / compiled | seed (default) / compiled |"
+        header += (f" pytorch-ntm ms/seq, {one} | pytorch-ntm ms/seq, default threads | pytorch-ntm ({one}) / compiled "
+                   "| pytorch-ntm (default) / compiled |")  # fmt: skip
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
         task = make_task(TASKS[name]())

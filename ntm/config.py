@@ -137,7 +137,7 @@ class RMSpropConfig:
     lr: float = 1e-4
     momentum: float = 0.9
     alpha: float = 0.95
-    eps: float = 1e-8  # the seed uses PyTorch's default
+    eps: float = 1e-8  # pytorch-ntm uses PyTorch's default
     # Graves's form (2013): divide by the standard deviation of recent gradients rather than
     # their root mean square, i.e. subtract the running mean's square.
     centered: bool = False
@@ -193,7 +193,7 @@ class TrainConfig:
     report_interval: int = 200  # steps between metrics.csv rows and log lines
     eval_interval: int = 500  # steps between evaluations; 0 evaluates only at the end
     checkpoint_interval: int = 1000  # steps between checkpoints; 0 disables
-    grad_clip: str = "value"  # value: elementwise as the seed; norm: global norm; none
+    grad_clip: str = "value"  # value: elementwise as pytorch-ntm; norm: global norm; none
     grad_clip_value: float = 10.0
     # Sequences over which the learning rate's distance to lr_min halves, smoothly: lr_min +
     # (optimizer.lr - lr_min) * 0.5 ** (sequences / lr_half_life). Fast early learning, fine late

@@ -13,7 +13,6 @@
 import copy
 import hashlib
 import os
-import sys
 from contextlib import contextmanager
 from typing import Any
 
@@ -115,19 +114,20 @@ def check_sweep_params(config: DictConfig) -> None:
             raise ConfigError(f"hydra.sweeper.params.{key} is not allowed: {name} is not a key of the composed config ({chosen})")
 
 
-# Presets kept for one more version under an old name: name -> what to use instead.
-DEPRECATED_PRESETS = {
+# Presets removed in 0.6.0 (deprecated since 0.3.0): name -> what to use instead, for the one-line
+# refusal that replaces Hydra's "Could not find 'preset/NAME'".
+REMOVED_PRESETS = {
     "seed": "preset=pytorch_ntm, the same settings ('seed' reads as the random seed)",
     "repeat_copy_fast": "preset=repeat_copy, which solves repeat copy on every seed tried in a tenth of the sequences",
 }
 
 
-def warn_deprecated(config: DictConfig) -> None:
-    """One line on stderr when the composed config uses a deprecated preset."""
-    preset = config.hydra.runtime.choices.get("preset")
-    if preset in DEPRECATED_PRESETS:
-        instead = DEPRECATED_PRESETS[preset]
-        print(f"Deprecated: preset={preset} will be removed in the next version; use {instead}.", file=sys.stderr)
+def removed_preset(error: BaseException) -> str | None:
+    """The refusal for a removed preset, if Hydra's error is that it found no such preset."""
+    for name, instead in REMOVED_PRESETS.items():
+        if f"Could not find 'preset/{name}'" in str(error):
+            return f"preset={name} was removed in 0.6.0: use {instead}"
+    return None
 
 
 class CheckBeforeWriting(Callback):
@@ -137,12 +137,10 @@ class CheckBeforeWriting(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        warn_deprecated(config)
         with reported():
             check_before_writing(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        warn_deprecated(config)
         with reported():
             check_before_writing(config)
             check_sweep_params(config)
@@ -174,7 +172,7 @@ def hydra_errors_reported():
                     raise
                 if isinstance(error.__cause__, UserError):
                     raise error.__cause__ from None  # ours, raised inside a Hydra plugin (the ensemble launcher's checks)
-                raise ConfigError(one_line(error)) from None
+                raise ConfigError(removed_preset(error) or one_line(error)) from None
     finally:
         if before is None:
             del os.environ["HYDRA_FULL_ERROR"]

@@ -102,7 +102,7 @@ class NTM(nn.Module):
             self.register_buffer("memory0", torch.full((memory_n, memory_m), memory_init_value))
         elif memory_init == "learned":
             self.memory0 = nn.Parameter(torch.empty(memory_n, memory_m).uniform_(-stdev, stdev))
-        else:  # random: drawn once at construction and fixed, as in the seed project
+        else:  # random: drawn once at construction and fixed, as in pytorch-ntm
             self.register_buffer("memory0", torch.empty(memory_n, memory_m).uniform_(-stdev, stdev))
         self.reads0 = nn.Parameter(torch.randn(self.num_reads, memory_m) * 0.01)
         # Initial weightings start focused on row 0 (and stay learnable): with constant memory,

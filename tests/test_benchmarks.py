@@ -1,8 +1,8 @@
-"""benchmarks/speed.py --seed-repo: the seed's train_batch is timed through the seed's own interface.
+"""benchmarks/speed.py --seed-repo: pytorch-ntm's train_batch is timed through its own interface.
 
 The real pytorch-ntm cannot be fetched here (no network at test time), so a stand-in with the same
 interface (train.TASKS, init_seed, train_batch, attrs params with the old `convert=` keyword) is
-timed instead: it proves the bridge and the plumbing, not the seed's speed.
+timed instead: it proves the bridge and the plumbing, not pytorch-ntm's speed.
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ import random
 import time
 import torch
 from attr import attrs, attrib
-import argcomplete  # the seed imports it for shell completion
+import argcomplete  # pytorch-ntm imports it for shell completion
 
 CALLS = []
 

@@ -15,7 +15,7 @@ from conftest import ROOT, compose_config, run_py, run_py_here
 from omegaconf import OmegaConf
 
 from ntm.config import MODELS, ConfigError, validate
-from ntm.hydra_glue import DEPRECATED_PRESETS, check_sweep_params, for_task
+from ntm.hydra_glue import check_sweep_params, for_task
 from ntm.lstm import LSTM
 from ntm.model import NTM
 from ntm.tasks import TASKS, make_task
@@ -24,8 +24,7 @@ from ntm.tasks.ngram import NGramConfig
 from ntm.tasks.priority_sort import PrioritySortConfig
 from ntm.train import train
 
-# Deprecated names are checked by tests/test_presets.py; the cross products take the current ones.
-PRESETS = sorted(p.stem for p in (ROOT / "conf" / "preset").glob("*.yaml") if p.stem not in DEPRECATED_PRESETS)
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "preset").glob("*.yaml"))
 # Small, fast settings per task and per model for real training runs.
 TINY_TASK = {
     "copy": ["task.max_len=4", "task.eval_lengths=[6]"],

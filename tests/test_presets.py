@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_py_here
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -18,12 +18,11 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from ntm.config import Config, TrainConfig, validate
-from ntm.hydra_glue import DEPRECATED_PRESETS, job_dirname, warn_deprecated, without_hydra
+from ntm.hydra_glue import REMOVED_PRESETS, job_dirname, without_hydra
 from ntm.train import train
 
 CONF = ROOT / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "preset").glob("*.yaml"))
-CURRENT_PRESETS = [preset for preset in PRESETS if preset not in DEPRECATED_PRESETS]
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml") if not p.stem.startswith("_"))  # _base: what they extend
 OPTUNA_SWEEPER = "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -69,7 +68,7 @@ def composed_sweeps():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", CURRENT_PRESETS)
+@pytest.mark.parametrize("preset", PRESETS)
 def test_preset_trains_a_few_real_steps_and_the_command_line_beats_it(preset, tmp_path):
     # Eager (a first compile costs ~40 s) and a small evaluation; everything else as the preset says.
     overrides = [f"preset={preset}", "train.steps=3", "train.compile=false", "train.progress=false", "task.eval_batches=1"]
@@ -88,20 +87,18 @@ def test_preset_trains_a_few_real_steps_and_the_command_line_beats_it(preset, tm
     assert config.train.batch_size == preset_train_keys(preset).get("batch_size", TrainConfig.batch_size)
 
 
-def test_pytorch_ntm_preset_is_the_defaults_and_seed_its_deprecated_name():
-    defaults = validate_task_part(compose_full([]))
-    assert validate_task_part(compose_full(["preset=pytorch_ntm"])) == defaults
-    assert validate_task_part(compose_full(["preset=seed"])) == defaults
+def test_pytorch_ntm_preset_is_the_defaults():
+    assert validate_task_part(compose_full(["preset=pytorch_ntm"])) == validate_task_part(compose_full([]))
 
 
-@pytest.mark.parametrize("preset", sorted(DEPRECATED_PRESETS))
-def test_a_deprecated_preset_says_so_in_one_line_and_still_runs(preset, capsys):
-    warn_deprecated(compose_full([f"preset={preset}"]))
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"Deprecated: preset={preset} ") and "use preset=" in lines[0]
-    assert (CONF / "preset" / f"{DEPRECATED_PRESETS[preset].split()[0].removeprefix('preset=').rstrip(',')}.yaml").exists()
-    warn_deprecated(compose_full(["preset=fast"]))
-    assert capsys.readouterr().err == ""
+@pytest.mark.parametrize("preset", sorted(REMOVED_PRESETS))
+def test_a_removed_preset_is_refused_in_one_line_naming_its_replacement(preset, tmp_path):
+    result = run_py_here(f"preset={preset}", "train.steps=1", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    replacement = REMOVED_PRESETS[preset].split(",")[0]
+    assert result.stderr.strip() == f"Error: preset={preset} was removed in 0.6.0: use {REMOVED_PRESETS[preset]}"
+    assert (CONF / "preset" / f"{replacement.removeprefix('preset=')}.yaml").exists()
+    assert preset not in PRESETS and not list(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +174,7 @@ def test_sweep_presets_do_not_share_a_study(composed_sweeps):
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_a_sweep_preset_with_each_preset_validates_and_names_its_jobs_by_the_preset(sweep):
-    for preset in CURRENT_PRESETS:
+    for preset in PRESETS:
         cfg = compose_full([f"sweep={sweep}", f"preset={preset}"])
         config = validate_task_part(cfg)
         assert config.train.threads == 1, f"preset={preset} undoes sweep={sweep}'s one thread per job"

@@ -102,7 +102,7 @@ def test_the_default_limit_is_the_memory_available():
     assert available is not None and available > 0
     needed = estimate_memory(validate(compose_config()))
     assert needed < available, "the defaults fit"
-    assert 300 * 2**20 < needed < 2 * 2**30, "the seed's defaults run in a few hundred MB"
+    assert 300 * 2**20 < needed < 2 * 2**30, "pytorch-ntm's defaults run in a few hundred MB"
 
 
 @pytest.mark.parametrize("batch_size", [1, 16])

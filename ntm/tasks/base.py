@@ -161,7 +161,7 @@ class Task:
     @staticmethod
     def error_bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Wrong bits per sequence with outputs thresholded at probability 0.5 (0.5 reads as 1,
-        as in the seed): (T, B, O) -> (B,)."""
+        as in pytorch-ntm): (T, B, O) -> (B,)."""
         return ((logits >= 0).float() != targets).float().sum(dim=(0, 2))
 
 
