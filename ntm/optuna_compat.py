@@ -41,8 +41,9 @@ def instantiate_optuna(config, kind: str):
     return instantiate(config, **(trusted if HYDRA_WHITELISTS else {}))
 
 
-def split_overrides(overrides: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
-    """(distribution of each swept key, the override lines of the fixed keys, as typed).
+def split_overrides(overrides: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """(distribution of each swept key, {fixed key: its override line, as typed}); keys carry the
+    line's +, ++ or ~ prefix, as Hydra's key elements do.
 
     A key given more than once counts as its last line, swept or fixed. Hydra's sweep syntax
     (`choice`, `range`, `interval`, `tag(log, ...)`) is parsed by hydra-optuna-sweeper's
@@ -54,7 +55,7 @@ def split_overrides(overrides: list[str]) -> tuple[dict[str, BaseDistribution], 
 
     last = {override.get_key_element(): override.input_line for override in OverridesParser.create().parse_overrides(overrides)}
     distributions = create_params_from_overrides(list(last.values()))[0]
-    return distributions, [line for key, line in last.items() if key not in distributions]
+    return distributions, {key: line for key, line in last.items() if key not in distributions}
 
 
 def grid_values(name: str, distribution: BaseDistribution) -> list:

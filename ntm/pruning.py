@@ -28,6 +28,15 @@ PRUNED_ATTR = "ntm_pruned"  # set on a trial the job stopped, so the sweeper tel
 SEED_COST_ATTR = "ntm_cost"  # ntm_cost:<sequences>:<seed> = one seed's cost at one evaluation
 
 
+def encode_seeds(seeds: list[int]) -> str:
+    """A trial's seeds as SEEDS_ENV holds them: "1,2"."""
+    return ",".join(map(str, seeds))
+
+
+def decode_seeds(text: str) -> tuple[int, ...]:
+    return tuple(int(seed) for seed in text.split(",") if seed)
+
+
 class TrialReporter:
     """Reports (progress in sequences seen, cost) to one trial; says whether to stop."""
 
@@ -112,7 +121,7 @@ def trial_reporter(hydra_config) -> TrialReporter | None:
     sweeper = hydra_config.get("sweeper", {})
     if not trial_id or not str(sweeper.get("_target_", "")).endswith("NTMOptunaSweeper"):
         return None
-    seeds = tuple(int(s) for s in str(env_set.get(SEEDS_ENV) or "").split(",") if s)
+    seeds = decode_seeds(str(env_set.get(SEEDS_ENV) or ""))
     seed = int(env_set[SEED_ENV]) if seeds else None
     return TrialReporter(str(sweeper.storage), sweeper.study_name, int(trial_id), sweeper.get("pruner"), seed, seeds)
 

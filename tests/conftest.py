@@ -77,6 +77,24 @@ def run_py_here(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
+def run_sweep(*args: str, sweep_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`python run.py -m ARGS` with its sweep folder at sweep_dir, run from beside it; by default
+    the sweep must succeed."""
+    result = run_py("-m", *args, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def study_trials(storage: str | Path, name: str) -> list:
+    """The trials of study `name`: storage is a database URL, or a sweep folder for the SQLite
+    file the sweep presets keep there."""
+    import optuna  # here, not at the top: most test modules never open a study
+
+    url = f"sqlite:///{storage}/optuna.db" if isinstance(storage, Path) else storage
+    return optuna.load_study(study_name=name, storage=url).trials
+
+
 def run_sweeps_together(args: list[str], sweep_dirs: list[Path], cwd: Path, timeout: float = 600) -> None:
     """Start `python run.py ARGS hydra.sweep.dir=D` for each D at once; wait for all, each must succeed."""
     processes = [

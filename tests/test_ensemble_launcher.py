@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY, run_py, run_py_here
+from conftest import ROOT, TINY, run_py, run_py_here, run_sweep, study_trials
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -114,17 +114,6 @@ def test_seeds_memory_uses_the_ensemble_launcher_and_asks_for_its_whole_grid_at_
 # Real sweeps through `python run.py -m`.
 
 
-def sweep(*args: str, sweep_dir, check: bool = True):
-    result = run_py("-m", *args, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def trials(sweep_dir, name="seeds_memory") -> list:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db").trials
-
-
 def member_lines(run_dir) -> list[str]:
     """The lines of run.log that ntm.train wrote for one member of an ensemble."""
     return [line for line in (run_dir / "run.log").read_text().splitlines() if "[seed " in line]
@@ -139,11 +128,11 @@ def assert_own_log(run_dir, seed: int) -> None:
 def test_a_seed_sweep_trains_one_ensemble_whose_folders_match_ordinary_runs(tmp_path):
     seeds = (1, 2, 3)
     sweep_dir = tmp_path / "sweep"
-    result = sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS,
+    result = run_sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS,
                    sweep_dir=sweep_dir)  # fmt: skip
     assert "3 jobs, in groups of 3, in this process" in result.stdout
     # The same seeds as ordinary runs, one after another: Hydra's basic launcher.
-    sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=basic", *TINY, *STEPS, sweep_dir=tmp_path / "ordinary")
+    run_sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=basic", *TINY, *STEPS, sweep_dir=tmp_path / "ordinary")
     for num, seed in enumerate(seeds):
         ordinary = tmp_path / "ordinary" / str(num)
         member = sweep_dir / str(num)
@@ -173,7 +162,7 @@ def test_a_seed_sweep_trains_one_ensemble_whose_folders_match_ordinary_runs(tmp_
 @pytest.mark.slow
 def test_seeds_memory_trains_the_seeds_of_each_memory_size_together(tmp_path):
     sweep_dir = tmp_path / "grid"
-    sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", *FAST, sweep_dir=sweep_dir)
+    run_sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,32)", *FAST, sweep_dir=sweep_dir)
     runs = analysis.load_runs(sweep_dir)
     assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
     assert set(runs["trial.state"]) == {"COMPLETE"}
@@ -187,9 +176,9 @@ def test_seeds_memory_trains_the_seeds_of_each_memory_size_together(tmp_path):
 @pytest.mark.slow
 def test_a_job_that_fails_its_checks_fails_alone_and_the_sweep_goes_on(tmp_path):
     sweep_dir = tmp_path / "bad"
-    sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,0)", "hydra.launcher.n_jobs=1", *FAST,
+    run_sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,0)", "hydra.launcher.n_jobs=1", *FAST,
           sweep_dir=sweep_dir)  # fmt: skip
-    assert sorted(t.state.name for t in trials(sweep_dir)) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert sorted(t.state.name for t in study_trials(sweep_dir, "seeds_memory")) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     runs = analysis.load_runs(sweep_dir)
     assert sorted(runs["seed"]) == [1, 2] and set(runs["model.memory.n"]) == {16}
     for run_dir in runs["run_dir"]:
@@ -203,7 +192,7 @@ def test_a_refused_run_folder_fails_only_its_member(tmp_path):
     other = run_py("seed=2", *TINY, *STEPS, "train.batch_size=2", f"hydra.run.dir={sweep_dir / '1'}", cwd=tmp_path)
     assert other.returncode == 0, other.stderr[-3000:]
     before = (sweep_dir / "1" / "summary.json").read_text()
-    result = sweep("seed=1,2,3", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS, sweep_dir=sweep_dir,
+    result = run_sweep("seed=1,2,3", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS, sweep_dir=sweep_dir,
                    check=False)  # fmt: skip
     assert result.returncode != 0, "Hydra's basic sweeper stops at a failed job, after its batch"
     assert "was written by a different config" in result.stderr
@@ -220,13 +209,13 @@ def test_each_member_reports_to_its_own_trial_and_is_pruned_alone(tmp_path):
     # Optuna's threshold pruner decides per trial, whatever order the members report in: at 40
     # sequences these seeds' evaluation costs are 10.2, 9.7, 9.6, 10.3 bits (an ordinary run's).
     pruner = "{_target_:optuna.pruners.ThresholdPruner,upper:10.0,n_warmup_steps:36}"
-    sweep(
+    run_sweep(
         "sweep=seeds_memory", "seed=choice(1,2,3,4)", "model.memory.n=choice(16)", "hydra.launcher.n_jobs=1",
         f"hydra.sweeper.pruner={pruner}", *TINY_NO_MEMORY, *STEPS, "train.report_interval=5", "train.eval_interval=5",
         sweep_dir=sweep_dir,
     )  # fmt: skip
     runs = analysis.load_runs(sweep_dir).set_index("seed")
-    states = {t.params["seed"]: t.state.name for t in trials(sweep_dir)}
+    states = {t.params["seed"]: t.state.name for t in study_trials(sweep_dir, "seeds_memory")}
     assert sorted(states) == [1, 2, 3, 4] and "PRUNED" in states.values()
     for seed, state in states.items():
         assert (state == "PRUNED") == (runs.loc[seed, "status"] == "pruned"), f"seed {seed}: trial {state}"
@@ -236,9 +225,9 @@ def test_each_member_reports_to_its_own_trial_and_is_pruned_alone(tmp_path):
 @pytest.mark.slow
 def test_jobs_with_batches_above_max_batch_size_train_alone(tmp_path):
     args = ["seed=1,2", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS]
-    alone = sweep(*args, "train.batch_size=8", sweep_dir=tmp_path / "alone")
+    alone = run_sweep(*args, "train.batch_size=8", sweep_dir=tmp_path / "alone")
     assert "2 jobs, in groups of 1, 1, in this process" in alone.stdout
-    together = sweep(*args, "train.batch_size=8", "hydra.launcher.max_batch_size=8", sweep_dir=tmp_path / "together")
+    together = run_sweep(*args, "train.batch_size=8", "hydra.launcher.max_batch_size=8", sweep_dir=tmp_path / "together")
     assert "2 jobs, in groups of 2, in this process" in together.stdout
 
 

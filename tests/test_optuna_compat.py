@@ -18,7 +18,8 @@ def test_overrides_split_into_swept_and_fixed_keys_the_last_line_of_a_key_winnin
     )  # fmt: skip
     assert sorted(distributions) == ["seed", "train.steps"]
     assert list(distributions["train.steps"].choices) == [5, 6]
-    assert fixed == ["+model.extra=1", "optimizer.lr=3e-4", "~train.device"], "as typed, in order"
+    assert fixed == {"+model.extra": "+model.extra=1", "optimizer.lr": "optimizer.lr=3e-4", "~train.device": "~train.device"}
+    assert list(fixed) == ["+model.extra", "optimizer.lr", "~train.device"], "in command-line order"
 
 
 def test_a_grid_visits_choices_and_integer_ranges_and_refuses_intervals():

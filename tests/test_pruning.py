@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY, run_py, run_py_here, run_sweeps_together
+from conftest import TINY, run_py, run_py_here, run_sweep, run_sweeps_together, study_trials
 
 import analysis
 from ntm import run_format as fmt
@@ -38,14 +38,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def sweep(sweep_dir: Path, *args: str, check: bool = True):
-    result = run_py("-m", *SEARCH, *FAST, *args, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def study_trials(storage: str, name: str = "hpo") -> list:
-    return optuna.load_study(study_name=name, storage=storage).trials
+    return run_sweep(*SEARCH, *FAST, *args, sweep_dir=sweep_dir, check=check)
 
 
 @pytest.mark.slow
@@ -53,7 +46,7 @@ def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_is_continued_by_the
     sweep_dir = tmp_path / "hpo"
     sweep(sweep_dir, "hydra.sweeper.n_trials=6")
     storage = f"sqlite:///{sweep_dir}/optuna.db"
-    trials = study_trials(storage)
+    trials = study_trials(storage, "hpo")
     states = [t.state.name for t in trials]
     assert len(trials) == 6 and "PRUNED" in states and set(states) <= {"COMPLETE", "PRUNED"}
     for trial in trials:  # progress in sequences seen: an evaluation every 5 steps of batch_size sequences
@@ -76,9 +69,9 @@ def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_is_continued_by_the
     # n_trials is the study's total: the same command again asks for nothing; a larger total
     # asks only for what is missing, and nothing that ran is trained again.
     sweep(sweep_dir, "hydra.sweeper.n_trials=6")
-    assert len(study_trials(storage)) == 6
+    assert len(study_trials(storage, "hpo")) == 6
     sweep(sweep_dir, "hydra.sweeper.n_trials=8")
-    continued = study_trials(storage)
+    continued = study_trials(storage, "hpo")
     assert len(continued) == 8 and [t.params for t in continued[:6]] == [t.params for t in trials]
     for run_dir in runs["run_dir"]:
         assert len(json.loads((Path(run_dir) / fmt.PROVENANCE_FILE).read_text())["starts"]) == 1
@@ -90,7 +83,7 @@ def test_a_pruning_sweep_prunes_writes_whole_run_folders_and_is_continued_by_the
 def test_trials_on_several_seeds_score_and_prune_by_their_worst_seed(tmp_path):
     sweep_dir = tmp_path / "hpo"
     sweep(sweep_dir, "hydra.sweeper.n_trials=6", "hydra.sweeper.seeds=[1,2]", "hydra/launcher=ensemble", "train.steps=20")
-    trials = study_trials(f"sqlite:///{sweep_dir}/optuna.db")
+    trials = study_trials(sweep_dir, "hpo")
     assert "PRUNED" in {t.state.name for t in trials} and "COMPLETE" in {t.state.name for t in trials}
     runs = analysis.load_runs(sweep_dir)
     logs = "".join((Path(d) / "run.log").read_text() for d in runs["run_dir"])

@@ -7,9 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-from conftest import ROOT, TINY, run_py
+from conftest import ROOT, TINY, run_py, study_trials
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 from test_pruning import FAST, SEARCH
 from test_resume import results
@@ -70,7 +69,7 @@ def test_a_pruning_sweep_runs_as_slurm_jobs(tmp_path, on_cluster):
     while set((jobs := new_jobs(on_cluster, before)).values()) != {"COMPLETED"} and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(jobs) == 4 and set(jobs.values()) == {"COMPLETED"}, jobs
-    trials = optuna.load_study(study_name="hpo", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    trials = study_trials(sweep_dir, "hpo")
     states = [t.state.name for t in trials]  # jobs on the nodes report to the study, and are pruned
     assert len(trials) == 4 and "PRUNED" in states and set(states) <= {"COMPLETE", "PRUNED"}
     runs = analysis.load_runs(sweep_dir)
@@ -135,7 +134,7 @@ def test_a_sweep_killed_while_its_jobs_run_is_continued_and_trains_no_job_twice(
     assert len(on_cluster.answers(["squeue", "-h", "-o", "%i"]).split()) == 2, "the jobs ended with their sweep"
     continued = run_py(*args, cwd=tmp_path)
     assert continued.returncode == 0, continued.stderr[-3000:]
-    trials = optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    trials = study_trials(sweep_dir, "seeds_memory")
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     runs = analysis.load_runs(sweep_dir)
     assert len(runs) == 2 and set(runs["status"]) <= {"completed", "converged"}
@@ -170,7 +169,7 @@ def test_jobs_slurm_cancels_or_kills_for_their_memory_are_failed_trials_and_the_
     # SLURM's reasons, in the sweep's log (without cgroups SLURM 22.05 ends a job over its memory
     # FAILED, not OUT_OF_MEMORY)
     assert "CANCELLED" in stdout + stderr and "Exceeded job memory limit" in stdout + stderr
-    trials = optuna.load_study(study_name="seeds_memory", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    trials = study_trials(sweep_dir, "seeds_memory")
     assert {t.params["model.memory.n"]: t.state.name for t in trials} == {16: "FAIL", 17: "COMPLETE", 500000: "FAIL"}
 
 

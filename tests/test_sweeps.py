@@ -6,7 +6,7 @@ import sys
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_py, run_sweeps_together
+from conftest import ROOT, TINY, run_py, run_sweep, run_sweeps_together, study_trials
 
 import analysis
 
@@ -21,13 +21,7 @@ FAST = [
 
 
 def sweep(*args, sweep_dir):
-    result = run_py("-m", *args, *FAST, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def trials(sweep_dir, name):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    return run_sweep(*args, *FAST, sweep_dir=sweep_dir)
 
 
 @pytest.mark.slow
@@ -38,7 +32,7 @@ def test_a_grid_sweep_with_diverged_and_crashed_jobs_and_its_results_table(tmp_p
         "train.grad_clip=none", "model.controller_clip=0", sweep_dir=sweep_dir,
     )  # fmt: skip
     # memory.n=0 is refused per job (a failed trial); lr 1e30 diverges; neither stops the sweep.
-    states = sorted(t.state.name for t in trials(sweep_dir, "seeds_memory"))
+    states = sorted(t.state.name for t in study_trials(sweep_dir, "seeds_memory"))
     assert states == ["COMPLETE"] * 4 + ["FAIL"] * 4
     runs = analysis.load_runs(sweep_dir)
     assert sorted(zip(runs["optimizer.lr"], runs["seed"])) == [(1e-3, 1), (1e-3, 2), (1e30, 1), (1e30, 2)]
@@ -77,7 +71,7 @@ def test_killed_sweep_is_continued_by_the_same_command(tmp_path):
     assert sorted(zip(runs["model.memory.n"], runs["seed"])) == [(16, 1), (16, 2), (32, 1), (32, 2)]
     assert set(runs["status"]) <= {"completed", "converged"}
     # The trials the kill left RUNNING stopped beating: they are failed and asked again.
-    states = [t.state.name for t in trials(sweep_dir, "seeds_memory")]
+    states = [t.state.name for t in study_trials(sweep_dir, "seeds_memory")]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states
 
 
@@ -117,7 +111,7 @@ def test_a_grid_asks_untried_points_first_then_failed_ones_and_never_a_running_o
     from ntm.optuna_compat import split_overrides
 
     distributions, fixed = split_overrides(["x=choice(1,2)", "y=choice(10,20)", "train.steps=5"])
-    assert fixed == ["train.steps=5"]
+    assert fixed == {"train.steps": "train.steps=5"}
     grid = grid_points(distributions)
     assert grid == [{"x": x, "y": y} for x in (1, 2) for y in (10, 20)], "every combination, in command-line order"
     study = optuna.create_study()

@@ -21,7 +21,7 @@ from ntm.checks import require
 from ntm.errors import ConfigError
 from ntm.files import sqlite_file_lock
 from ntm.optuna_compat import grid_values, instantiate_optuna, running_trials_never_beaten, split_overrides
-from ntm.pruning import PRUNED_ATTR, SEED_ENV, SEEDS_ENV, TRIAL_ENV, study_lock
+from ntm.pruning import PRUNED_ATTR, SEED_ENV, SEEDS_ENV, TRIAL_ENV, encode_seeds, study_lock
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class NTMOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         distributions, fixed = split_overrides([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
-        seed_lines = [line for line in fixed if line.split("=", 1)[0].lstrip("+~") == "seed"]
+        seed_lines = [line for key, line in fixed.items() if key.lstrip("+~") == "seed"]
         if self.seeds and seed_lines:
             raise ConfigError(
                 f"hydra.sweeper.seeds={self.seeds} trains every trial on these seeds: leave seed out of the "
@@ -111,7 +111,7 @@ class NTMOptunaSweeper(Sweeper):
                 points = grid_order(grid, trials)[:to_ask] if grid else [None] * to_ask
                 asked = [ask(study, distributions, point) for point in points]
             if asked:
-                failed_here += self.run_batch(study, study_id, asked, fixed)
+                failed_here += self.run_batch(study, study_id, asked, list(fixed.values()))
             elif running and done < n_trials:
                 time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
             else:
@@ -122,7 +122,7 @@ class NTMOptunaSweeper(Sweeper):
         """Launch one batch of trials (one job per trial, or one per seed of hydra.sweeper.seeds)
         and tell Optuna how each ended; returns how many failed."""
         # Each trial's jobs: one per seed, which its reporter also needs to know, or one as configured.
-        all_seeds = f"++hydra.job.env_set.{SEEDS_ENV}='{','.join(map(str, self.seeds))}'"
+        all_seeds = f"++hydra.job.env_set.{SEEDS_ENV}='{encode_seeds(self.seeds)}'"
         per_seed = [[f"seed={s}", all_seeds, f"++hydra.job.env_set.{SEED_ENV}={s}"] for s in self.seeds] or [[]]
         trial_ids = [self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number) for trial in trials]
         job_overrides = []
