@@ -26,7 +26,7 @@ NEXT_INSTALLED := $(NEXT)/.installed
 NEXT_TESTS := tests/test_optuna_compat.py tests/test_sweeps.py tests/test_pruning.py tests/test_sweep_reruns.py \
 	tests/test_analysis_hpo.py tests/test_next_line.py
 
-.PHONY: venv venv-next test test-fast test-next train lint results clean
+.PHONY: venv venv-next test test-fast test-next coverage train lint results clean
 
 venv: $(INSTALLED)
 
@@ -61,6 +61,11 @@ test: $(INSTALLED)
 # Everything but the tests marked slow (subprocess sweeps, resumes, compiled steps, SLURM): a few minutes less (README, Test).
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
+
+# Line coverage of the fast path (pytest-cov): what the tests run in their own processes, not in
+# the run.py subprocesses of the slow tests. A change to the tests keeps it from falling.
+coverage: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow" --cov=ntm --cov=hydra_plugins --cov=analysis --cov-report=term
 
 # The sweep, pruning and analysis tests on the next line (a few minutes; not part of `make test`).
 test-next: $(NEXT_INSTALLED) $(INSTALLED)

@@ -129,7 +129,7 @@ def test_a_seed_sweep_trains_one_ensemble_whose_folders_match_ordinary_runs(tmp_
     seeds = (1, 2, 3)
     sweep_dir = tmp_path / "sweep"
     result = run_sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS,
-                   sweep_dir=sweep_dir)  # fmt: skip
+                       sweep_dir=sweep_dir)  # fmt: skip
     assert "3 jobs, in groups of 3, in this process" in result.stdout
     # The same seeds as ordinary runs, one after another: Hydra's basic launcher.
     run_sweep(f"seed={','.join(map(str, seeds))}", "hydra/launcher=basic", *TINY, *STEPS, sweep_dir=tmp_path / "ordinary")
@@ -177,7 +177,7 @@ def test_seeds_memory_trains_the_seeds_of_each_memory_size_together(tmp_path):
 def test_a_job_that_fails_its_checks_fails_alone_and_the_sweep_goes_on(tmp_path):
     sweep_dir = tmp_path / "bad"
     run_sweep("sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,0)", "hydra.launcher.n_jobs=1", *FAST,
-          sweep_dir=sweep_dir)  # fmt: skip
+              sweep_dir=sweep_dir)  # fmt: skip
     assert sorted(t.state.name for t in study_trials(sweep_dir, "seeds_memory")) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     runs = analysis.load_runs(sweep_dir)
     assert sorted(runs["seed"]) == [1, 2] and set(runs["model.memory.n"]) == {16}
@@ -193,7 +193,7 @@ def test_a_refused_run_folder_fails_only_its_member(tmp_path):
     assert other.returncode == 0, other.stderr[-3000:]
     before = (sweep_dir / "1" / "summary.json").read_text()
     result = run_sweep("seed=1,2,3", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", *TINY, *STEPS, sweep_dir=sweep_dir,
-                   check=False)  # fmt: skip
+                       check=False)  # fmt: skip
     assert result.returncode != 0, "Hydra's basic sweeper stops at a failed job, after its batch"
     assert "was written by a different config" in result.stderr
     assert (sweep_dir / "1" / "summary.json").read_text() == before
