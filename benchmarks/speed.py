@@ -5,10 +5,11 @@
     python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
-the median over --repeats timings of --steps steps each, after warm-up. Three paths train the same
+the median over --repeats timings of --steps steps each, after warm-up. Four paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
-machine: eager, compiled with inductor's defaults (a Python wrapper calls the kernels), and
-compiled as training compiles (ntm.model.COMPILE_OPTIONS: a C++ wrapper).
+machine: eager; compiled as training compiles (ntm.model.COMPILE_OPTIONS: a C++ wrapper calls
+the kernels; STEPS_PER_CALL time steps a call); the same, one time step a call; and with
+inductor's defaults (a Python wrapper).
 
 With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), pytorch-ntm's own
 `train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
@@ -96,7 +97,8 @@ def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batche
 
 # How a path compiles its time step: not at all, as the project does (ntm.model.COMPILE_OPTIONS),
 # or with inductor's defaults (the compiled graph calls its kernels from Python).
-PATHS = {"eager": None, "compiled": {}, "python_wrapper": {"options": {}}}
+# compile_step's options per path (None: eager). "compiled" is what training runs.
+PATHS = {"eager": None, "compiled": {}, "one_step_a_call": {"steps_per_call": 1}, "python_wrapper": {"options": {}}}
 
 
 def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -139,8 +141,9 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
 
 
 def speed_table(args) -> list[str]:
-    header = ("| task | batch | eager ms/seq | compiled, Python wrapper ms/seq | compiled ms/seq | eager/compiled "
-              "| Python wrapper/compiled | compiled seq/s | compile s |")  # fmt: skip
+    header = ("| task | batch | eager ms/seq | compiled, one step a call ms/seq | compiled, Python wrapper ms/seq "
+              "| compiled ms/seq | eager/compiled | one step a call/compiled | Python wrapper/compiled | compiled seq/s "
+              "| compile s |")  # fmt: skip
     if args.seed_repo:
         one = f"{args.threads} thread{'s' * (args.threads > 1)}"
         header += (f" pytorch-ntm ms/seq, {one} | pytorch-ntm ms/seq, default threads | pytorch-ntm ({one}) / compiled "
@@ -151,9 +154,12 @@ def speed_table(args) -> list[str]:
         for batch_size in args.batch_sizes:
             steps = max(32, args.sequences // batch_size)
             paths = time_paths(task, batch_size, steps, args.repeats)
-            (eager, _), (python_wrapper, _), (fast, compile_s) = (paths[p] for p in ("eager", "python_wrapper", "compiled"))
-            row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {eager / fast:.2f}x "
-                   f"| {python_wrapper / fast:.2f}x | {1000 / fast:.0f} ")  # fmt: skip
+            (eager, _), (one_step, _), (python_wrapper, _), (fast, compile_s) = (
+                paths[p] for p in ("eager", "one_step_a_call", "python_wrapper", "compiled")
+            )
+            row = (f"| {name} | {batch_size} | {eager:.2f} | {one_step:.2f} | {python_wrapper:.2f} | {fast:.2f} "
+                   f"| {eager / fast:.2f}x | {one_step / fast:.2f}x | {python_wrapper / fast:.2f}x "
+                   f"| {1000 / fast:.0f} ")  # fmt: skip
             row += f"| {compile_s:.0f} |"
             if args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
@@ -217,7 +223,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
           f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
     if not args.seed_repo:
-        print("the seed (pytorch-ntm) was not measured: pass --seed-repo PATH for ratios against it")
+        print("pytorch-ntm was not measured: pass --seed-repo PATH for ratios against it")
     lines = [] if args.no_speed else speed_table(args)
     if lines:
         lines.append(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -20,6 +20,12 @@ MEMORY_INITS = ("constant", "learned", "random")
 # from generated C++ rather than Python; at batch 1 a step is tens of small kernels, and calling
 # them from Python cost 5-10% of the step (benchmarks/speed.py), with no slower first compile.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
+# Time steps per call of the compiled step function (compile_step). At batch 1 a call costs more
+# in fixed overhead (guards, one autograd node forward and back, launching each kernel) than in
+# arithmetic, so a call of 4 unrolled steps trains faster than 4 calls; 8 compiles twice as long
+# for no more (benchmarks/speed.py shows 1 against 4). Sequences are cut into calls of this many
+# steps and the rest go one at a time.
+STEPS_PER_CALL = 4
 
 
 class NTMState(NamedTuple):
@@ -111,10 +117,12 @@ class NTM(nn.Module):
         weights0[:, 0] = 10.0
         self.weight_logits0 = nn.Parameter(weights0)
         self._step = self.step
+        self._steps = None  # compiled: STEPS_PER_CALL steps in one call (compile_step)
 
-    def compile_step(self, **options) -> None:
-        """Make forward() run each time step through torch.compile: the same numbers to float
-        tolerance, several times faster on CPU, after a one-off compile (cached on disk).
+    def compile_step(self, steps_per_call: int = STEPS_PER_CALL, **options) -> None:
+        """Make forward() run its time steps through torch.compile, steps_per_call steps a call
+        and the rest one by one: the same numbers to float tolerance, several times faster on
+        CPU, after a one-off compile (cached on disk).
 
         This resets torch's in-memory compile caches: sweep launchers and benchmarks build many
         models in one process, and each would otherwise add recompilations of NTM.step until
@@ -124,6 +132,8 @@ class NTM(nn.Module):
         if "backend" not in options:  # inductor's options; another backend takes none
             options = {"options": COMPILE_OPTIONS, **options}
         self._step = torch.compile(self.step, fullgraph=True, **options)
+        self._steps = torch.compile(self.steps, fullgraph=True, **options) if steps_per_call > 1 else None
+        self.steps_per_call = steps_per_call
 
     def initial_state(self, batch_size: int) -> NTMState:
         return NTMState(
@@ -172,6 +182,14 @@ class NTM(nn.Module):
         logits = self.output(torch.cat([hidden, reads.reshape(batch, -1)], dim=1))
         return logits, NTMState(controller_state, reads, weights, memory)
 
+    def steps(self, xs: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
+        """Time steps one after another, unrolled when compiled. xs: (K, B, I) -> logits (K, B, O), state."""
+        logits = []
+        for x in xs.unbind(0):
+            step_logits, state = self.step(x, state)
+            logits.append(step_logits)
+        return torch.stack(logits), state
+
     @contextmanager
     def recording(self) -> Iterator[list[NTMState]]:
         """Within it, forward() runs each time step eagerly and appends the state after it to the
@@ -185,11 +203,12 @@ class NTM(nn.Module):
             states.append(state)
             return logits, state
 
-        self._step = step
+        self._step, steps = step, self._steps
+        self._steps = None
         try:
             yield states
         finally:
-            self._step = fast
+            self._step, self._steps = fast, steps
 
     def forward(self, inputs: torch.Tensor, output_steps: int, blank_steps: int | None = None) -> torch.Tensor:
         """inputs: (T, B, I) -> logits (output_steps, B, O) of the last output_steps of the
@@ -199,6 +218,17 @@ class NTM(nn.Module):
         if not 0 < output_steps <= total:
             raise ValueError(f"output_steps must be in 1..{total} (input and blank steps), got {output_steps}")
         state = self.initial_state(inputs.shape[1])
+        if self._steps is not None:
+            xs = torch.cat([inputs, inputs.new_zeros((blank_steps, *inputs.shape[1:]))])
+            calls = total // self.steps_per_call * self.steps_per_call
+            outputs = []
+            for t in range(0, calls, self.steps_per_call):
+                logits, state = self._steps(xs[t : t + self.steps_per_call], state)
+                outputs.append(logits)
+            for t in range(calls, total):
+                logits, state = self._step(xs[t], state)
+                outputs.append(logits.unsqueeze(0))
+            return torch.cat(outputs)[total - output_steps :]
         blank = inputs.new_zeros(inputs.shape[1:])
         outputs = []
         for t in range(total):
