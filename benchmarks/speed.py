@@ -7,9 +7,9 @@
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
 the median over --repeats timings of --steps steps each, after warm-up. Four paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
-machine: eager; compiled as training compiles (ntm.model.COMPILE_OPTIONS: a C++ wrapper calls
-the kernels; STEPS_PER_CALL time steps a call); the same, one time step a call; and with
-inductor's defaults (a Python wrapper).
+machine: eager; compiled as training compiles by default (ntm.model.COMPILE_OPTIONS: a C++
+wrapper calls the kernels; one time step a call); the same with inductor's defaults (a Python
+wrapper); and with ntm.model.STEPS_PER_CALL time steps a call (train.steps_per_call=4).
 
 With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), pytorch-ntm's own
 `train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ntm.config import TrainConfig  # noqa: E402
-from ntm.model import NTM  # noqa: E402
+from ntm.model import NTM, STEPS_PER_CALL  # noqa: E402
 from ntm.tasks import Task, make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
 from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
@@ -97,8 +97,8 @@ def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batche
 
 # How a path compiles its time step: not at all, as the project does (ntm.model.COMPILE_OPTIONS),
 # or with inductor's defaults (the compiled graph calls its kernels from Python).
-# compile_step's options per path (None: eager). "compiled" is what training runs.
-PATHS = {"eager": None, "compiled": {}, "one_step_a_call": {"steps_per_call": 1}, "python_wrapper": {"options": {}}}
+# compile_step's options per path (None: eager). "compiled" is what training runs by default.
+PATHS = {"eager": None, "compiled": {}, "steps_a_call": {"steps_per_call": STEPS_PER_CALL}, "python_wrapper": {"options": {}}}
 
 
 def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -141,31 +141,31 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
 
 
 def speed_table(args) -> list[str]:
-    header = ("| task | batch | eager ms/seq | compiled, one step a call ms/seq | compiled, Python wrapper ms/seq "
-              "| compiled ms/seq | eager/compiled | one step a call/compiled | Python wrapper/compiled | compiled seq/s "
-              "| compile s |")  # fmt: skip
+    header = ("| task | batch | eager ms/seq | compiled, Python wrapper ms/seq | compiled ms/seq "
+              f"| compiled, {STEPS_PER_CALL} steps a call ms/seq | eager/compiled | Python wrapper/compiled "
+              f"| compiled/{STEPS_PER_CALL} steps a call | compiled seq/s | compile s |")  # fmt: skip
     if args.seed_repo:
         one = f"{args.threads} thread{'s' * (args.threads > 1)}"
         header += (f" pytorch-ntm ms/seq, {one} | pytorch-ntm ms/seq, default threads | pytorch-ntm ({one}) / compiled "
-                   "| pytorch-ntm (default) / compiled |")  # fmt: skip
+                   f"| pytorch-ntm (default) / compiled | pytorch-ntm ({one}) / {STEPS_PER_CALL} steps a call |")  # fmt: skip
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
         task = make_task(TASKS[name]())
         for batch_size in args.batch_sizes:
             steps = max(32, args.sequences // batch_size)
             paths = time_paths(task, batch_size, steps, args.repeats)
-            (eager, _), (one_step, _), (python_wrapper, _), (fast, compile_s) = (
-                paths[p] for p in ("eager", "one_step_a_call", "python_wrapper", "compiled")
+            (eager, _), (python_wrapper, _), (fast, compile_s), (steps, _) = (
+                paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call")
             )
-            row = (f"| {name} | {batch_size} | {eager:.2f} | {one_step:.2f} | {python_wrapper:.2f} | {fast:.2f} "
-                   f"| {eager / fast:.2f}x | {one_step / fast:.2f}x | {python_wrapper / fast:.2f}x "
+            row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {steps:.2f} "
+                   f"| {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / steps:.2f}x "
                    f"| {1000 / fast:.0f} ")  # fmt: skip
             row += f"| {compile_s:.0f} |"
             if args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
                 seed_default, default_threads = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, 0)
                 row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / fast:.1f}x "
-                        f"| {seed_default / fast:.1f}x |")  # fmt: skip
+                        f"| {seed_default / fast:.1f}x | {seed_one / steps:.1f}x |")  # fmt: skip
             lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
     return lines

@@ -212,6 +212,11 @@ class TrainConfig:
     # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
     # one-off compile, ntm.train.use_compile). The same numbers as eager to float tolerance.
     compile: str = "auto"
+    # Time steps per call of the compiled step (NTM models trained alone). 4 trains 1.4x faster
+    # at batch 1 with the same numbers to float tolerance, but float-level differences send a
+    # seed down another trajectory: the README's results were trained with 1, and with 4 one of
+    # preset=repeat_copy's seeds sat on a plateau instead (README, Performance).
+    steps_per_call: int = 1
     # cpu, cuda, or auto (cuda when available). Batches are drawn on the CPU, so a seed gives the
     # same data on every device, and copied to the device.
     device: str = "cpu"
@@ -224,7 +229,7 @@ class TrainConfig:
         self.compile = str(self.compile).lower()
 
     def check(self, prefix: str = "train") -> None:
-        positive(prefix, self, "steps", "batch_size", "report_interval")
+        positive(prefix, self, "steps", "batch_size", "report_interval", "steps_per_call")
         for name in ("eval_interval", "checkpoint_interval", "threads", "snapshot_interval", "lr_half_life"):
             value = getattr(self, name)
             if value is not None:

@@ -23,7 +23,7 @@ class LSTM(nn.Module):
         self.lstm = nn.LSTM(input_size, size, layers)
         self.output = nn.Linear(size, output_size)
 
-    def compile_step(self, **options) -> None:
+    def compile_step(self, steps_per_call: int = 1, **options) -> None:
         """Nothing to compile: forward() already runs the whole sequence in one fused LSTM call,
         which torch.compile would leave as it is (measured: no faster). Kept so that
         train.compile=true (e.g. preset=fast) works with either model."""

@@ -20,11 +20,11 @@ MEMORY_INITS = ("constant", "learned", "random")
 # from generated C++ rather than Python; at batch 1 a step is tens of small kernels, and calling
 # them from Python cost 5-10% of the step (benchmarks/speed.py), with no slower first compile.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
-# Time steps per call of the compiled step function (compile_step). At batch 1 a call costs more
-# in fixed overhead (guards, one autograd node forward and back, launching each kernel) than in
-# arithmetic, so a call of 4 unrolled steps trains faster than 4 calls; 8 compiles twice as long
-# for no more (benchmarks/speed.py shows 1 against 4). Sequences are cut into calls of this many
-# steps and the rest go one at a time.
+# Time steps per call of the compiled step function for train.steps_per_call's faster setting
+# (compile_step). At batch 1 a call costs more in fixed overhead (guards, one autograd node
+# forward and back, launching each kernel) than in arithmetic, so a call of 4 unrolled steps
+# trains faster than 4 calls; 8 compiles twice as long for no more (benchmarks/speed.py shows 1
+# against 4). Sequences are cut into calls of this many steps and the rest go one at a time.
 STEPS_PER_CALL = 4
 
 
@@ -119,7 +119,7 @@ class NTM(nn.Module):
         self._step = self.step
         self._steps = None  # compiled: STEPS_PER_CALL steps in one call (compile_step)
 
-    def compile_step(self, steps_per_call: int = STEPS_PER_CALL, **options) -> None:
+    def compile_step(self, steps_per_call: int = 1, **options) -> None:
         """Make forward() run its time steps through torch.compile, steps_per_call steps a call
         and the rest one by one: the same numbers to float tolerance, several times faster on
         CPU, after a one-off compile (cached on disk).

@@ -450,7 +450,7 @@ def build_models(jobs: list[Job], task: Task, device: torch.device):
     compile_step = use_compile(config.train)
     if len(models) == 1:
         if compile_step:
-            models[0].compile_step(dynamic=False)
+            models[0].compile_step(dynamic=False, steps_per_call=config.train.steps_per_call)
         return Solo(models[0], build_optimizer(config, models[0].parameters()))
     return Ensemble(models, lambda params: build_optimizer(config, params), compile=compile_step)
 

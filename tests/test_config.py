@@ -51,6 +51,7 @@ def test_sweep_presets_compose(sweep):
         (["model.memory.init=zeros"], "model.memory.init"),
         (["optimizer.lr=-1"], "optimizer.lr"),
         (["train.batch_size=0"], "train.batch_size"),
+        (["train.steps_per_call=0"], "train.steps_per_call"),
         (["model.head_order=rx"], "model.head_order"),
         (["task.name=repeat_copy"], "task.name"),
     ],
