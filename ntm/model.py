@@ -117,7 +117,8 @@ class NTM(nn.Module):
         weights0[:, 0] = 10.0
         self.weight_logits0 = nn.Parameter(weights0)
         self._step = self.step
-        self._steps = None  # compiled: STEPS_PER_CALL steps in one call (compile_step)
+        self._steps = None  # compiled: steps_per_call steps in one call (compile_step)
+        self.steps_per_call = 1
 
     def compile_step(self, steps_per_call: int = 1, **options) -> None:
         """Make forward() run its time steps through torch.compile, steps_per_call steps a call
@@ -218,21 +219,14 @@ class NTM(nn.Module):
         if not 0 < output_steps <= total:
             raise ValueError(f"output_steps must be in 1..{total} (input and blank steps), got {output_steps}")
         state = self.initial_state(inputs.shape[1])
-        if self._steps is not None:
-            xs = torch.cat([inputs, inputs.new_zeros((blank_steps, *inputs.shape[1:]))])
-            calls = total // self.steps_per_call * self.steps_per_call
-            outputs = []
-            for t in range(0, calls, self.steps_per_call):
-                logits, state = self._steps(xs[t : t + self.steps_per_call], state)
-                outputs.append(logits)
-            for t in range(calls, total):
-                logits, state = self._step(xs[t], state)
-                outputs.append(logits.unsqueeze(0))
-            return torch.cat(outputs)[total - output_steps :]
-        blank = inputs.new_zeros(inputs.shape[1:])
+        xs = torch.cat([inputs, inputs.new_zeros((blank_steps, *inputs.shape[1:]))])
+        k = self.steps_per_call if self._steps is not None else 1
+        in_calls = total // k * k if k > 1 else 0  # the steps that go k to a call
         outputs = []
-        for t in range(total):
-            logits, state = self._step(inputs[t] if t < inputs.shape[0] else blank, state)
-            if t >= total - output_steps:
-                outputs.append(logits)
-        return torch.stack(outputs)
+        for t in range(0, in_calls, k):
+            logits, state = self._steps(xs[t : t + k], state)
+            outputs.append(logits)
+        for t in range(in_calls, total):
+            logits, state = self._step(xs[t], state)
+            outputs.append(logits.unsqueeze(0))
+        return torch.cat(outputs)[total - output_steps :]
