@@ -47,7 +47,7 @@ def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class Ensemble:
     """Members built with their own seeds (e.g. by Config.model.build), trained together.
 
-    `step` trains every active member on its own batch; `predict_shared` runs all members on
+    `step` trains every member on its own batch; `predict_shared` runs all members on
     one batch (the evaluation sets); `member`, `member_state` and `member_optimizer_state` give
     one member back as an ordinary model and state dicts, which an ordinary run can load (and
     the reverse: `load_member`, `load_optimizer_states`). ntm.train.Solo has the same interface.
@@ -88,60 +88,53 @@ class Ensemble:
             outputs.append(logits)
         return torch.stack(outputs)
 
-    def _spans(self, task: Task, batches: list[Batch | None]) -> list[tuple[int, int] | None]:
-        """Each member's output steps (first, end) in the padded sequence (None: no batch)."""
+    def _spans(self, task: Task, batches: list[Batch]) -> list[tuple[int, int]]:
+        """Each member's output steps (first, end) in the padded sequence."""
         spans = []
-        for batch in batches:
-            if batch is None:
-                spans.append(None)
-                continue
-            inputs, targets = batch
+        for inputs, targets in batches:
             output_steps, blank_steps = task.alignment(inputs, targets)
             total = inputs.shape[0] + blank_steps
             spans.append((total - output_steps, total))
         return spans
 
-    def step(self, task: Task, batches: list[Batch | None], grad_clip: str, grad_clip_value: float):
-        """One optimiser step for every member with a batch (None: a finished member, frozen).
+    def step(self, task: Task, batches: list[Batch], grad_clip: str, grad_clip_value: float):
+        """One optimiser step for every member, each on its own batch.
 
         Members' sequences differ in length: each is padded with blank (zero) steps to the
         longest. The models are causal, so trailing steps change none of a member's outputs.
-        Returns per member (loss, detached logits, finite) or None; a member whose loss or
+        Returns per member (loss, detached logits, finite); a member whose loss or
         gradient is not finite gets no update, as an ordinary run (ntm.train.train_step): its
         parameters and optimiser state are as before the step (but a shared step count).
         """
         spans = self._spans(task, batches)
-        first = next(b for b in batches if b is not None)
-        steps = max(end for _, end in filter(None, spans))
+        first = batches[0]
+        steps = max(end for _, end in spans)
         inputs = first[0].new_zeros(steps, self.size, *first[0].shape[1:])
         targets = first[1].new_zeros(steps, self.size, *first[1].shape[1:])
         weights = first[1].new_zeros(steps, self.size, 1, 1)  # each member's mean over its own outputs
         for k, (batch, span) in enumerate(zip(batches, spans)):
-            if batch is not None:
-                inputs[: batch[0].shape[0], k] = batch[0]
-                targets[span[0] : span[1], k] = batch[1]
-                weights[span[0] : span[1], k] = 1 / batch[1].numel()
+            inputs[: batch[0].shape[0], k] = batch[0]
+            targets[span[0] : span[1], k] = batch[1]
+            weights[span[0] : span[1], k] = 1 / batch[1].numel()
         logits = self.run(inputs)
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         losses = (bce * weights).sum(dim=(0, 2, 3))
-        active = torch.tensor([b is not None for b in batches], device=losses.device)
         self.optimizer.zero_grad(set_to_none=True)
-        # where(), not a product: a diverged member's NaN loss must not reach the others' sum.
-        torch.where(active, losses, 0.0).sum().backward()
+        # Each member's parameters get the gradient of its own loss only, however bad another's.
+        losses.sum().backward()
         grads = [p.grad for p in self.params.values()]
         norms = member_norms(grads)
         finite = torch.isfinite(losses.detach()) & torch.isfinite(norms)
-        update = active & finite
         for g in grads:
-            g.copy_(torch.where(per_member(update, g), g, 0.0))
+            g.copy_(torch.where(per_member(finite, g), g, 0.0))
         if grad_clip == "value":
             for g in grads:
                 g.clamp_(-grad_clip_value, grad_clip_value)
         elif grad_clip == "norm":
             scale = (grad_clip_value / (norms + 1e-6)).clamp(max=1.0)  # as torch.nn.utils.clip_grads_with_norm_
             for g in grads:
-                g.mul_(per_member(torch.where(update, scale, 1.0), g))
-        skipped = active & ~finite
+                g.mul_(per_member(torch.where(finite, scale, 1.0), g))
+        skipped = ~finite
         kept = self._member_tensors() if skipped.any() else None
         self.optimizer.step()
         if kept is not None:
@@ -149,10 +142,7 @@ class Ensemble:
             with torch.no_grad():
                 for tensor, before in kept:
                     tensor.copy_(torch.where(per_member(skipped, tensor), before, tensor))
-        return [
-            None if span is None else (losses[k].detach(), logits[span[0] : span[1], k].detach(), bool(finite[k]))
-            for k, span in enumerate(spans)
-        ]  # fmt: skip
+        return [(losses[k].detach(), logits[begin:end, k].detach(), bool(finite[k])) for k, (begin, end) in enumerate(spans)]
 
     def _member_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(tensor, a copy) for every parameter and per-member optimiser state tensor (K, ...).

@@ -323,6 +323,7 @@ class Run:
         self.train_time, self.wall_time = 0.0, 0.0  # accumulated over resumed segments
         self.status, self.last_eval, self.saved_at = "completed", {}, None
         self.active = True
+        self.member: int | None = None  # its index in the ensemble that trains it (None: finished)
         self.skipped = 0  # steps in a row without an update: their gradient was not finite
         t = job.config.train
         interval = t.eval_interval if t.snapshot_interval is None else t.snapshot_interval
@@ -389,13 +390,13 @@ class Run:
         )  # fmt: skip
         return row
 
-    def save_checkpoint(self, models, k: int, step: int, sequences: int, started: float) -> None:
+    def save_checkpoint(self, models, step: int, sequences: int, started: float) -> None:
         if self.saved_at == step:
             return  # keep previous.pt one checkpoint older, not a copy of last.pt
         self.saved_at = step
         run_folder.save_checkpoint(self.run_dir, {
-            "config": to_container(self.config), "model": to_device(models.member_state(k), "cpu"),
-            "optimizer": to_device(models.member_optimizer_state(k), "cpu"),
+            "config": to_container(self.config), "model": to_device(models.member_state(self.member), "cpu"),
+            "optimizer": to_device(models.member_optimizer_state(self.member), "cpu"),
             "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state(),
             "size_rng": self.size_rng.get_state() if self.size_rng is not None else None,
             "step": step, "sequences": sequences, "rows": self.rows, "window": self.window,
@@ -446,13 +447,31 @@ def build_models(jobs: list[Job], task: Task, device: torch.device):
     for job in jobs:
         torch.manual_seed(job.config.seed)
         models.append(job.config.model.build(task).to(device))  # built on the CPU: the same weights everywhere
-    config = jobs[0].config
+    return assemble(models, jobs[0].config)
+
+
+def assemble(models: list[torch.nn.Module], config: Config):
+    """Models that differ at most in seed, with one optimiser: a Solo or an Ensemble."""
     compile_step = use_compile(config.train)
     if len(models) == 1:
         if compile_step:
             models[0].compile_step(dynamic=False, steps_per_call=config.train.steps_per_call)
         return Solo(models[0], build_optimizer(config, models[0].parameters()))
     return Ensemble(models, lambda params: build_optimizer(config, params), compile=compile_step)
+
+
+def without_finished(models, runs: list["Run"], config: Config):
+    """The runs still training as their own smaller ensemble (or one model), with their weights
+    and optimiser state: a finished member no longer costs a share of every step, and a group
+    trains the same members whether or not it was stopped and resumed in between."""
+    training = [run for run in runs if run.active]
+    if len(training) in (0, models.size):
+        return models
+    smaller = assemble([models.member(run.member) for run in training], config)
+    smaller.load_optimizer_states([models.member_optimizer_state(run.member) for run in training])
+    for run in runs:
+        run.member = training.index(run) if run.active else None
+    return smaller
 
 
 def shared_size_rng(jobs: list[Job], checkpoints: list) -> torch.Generator:
@@ -480,6 +499,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     eval_sets = {name: [(i.to(device), o.to(device)) for i, o in batches] for name, batches in eval_sets.items()}
     together = len(jobs) > 1
     runs = [Run(job, start, task, together) for job, start in zip(jobs, starts)]
+    for k, run in enumerate(runs):
+        run.member = k
 
     step, sequences = 0, 0
     checkpoints = [start.checkpoint for start in starts]
@@ -500,14 +521,14 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
         """Write a run's summary (after a last evaluation and checkpoint where needed)."""
         run.active = False
         if run.status != "diverged" and (not run.last_eval or run.rows[-1]["step"] != step):
-            run.last_eval = evaluate(models, task, eval_sets)[k]
+            run.last_eval = evaluate(models, task, eval_sets)[run.member]
             if run.last_eval is None:
                 run.status, run.last_eval = "diverged", {}
                 run.log.warning("Diverged: non-finite outputs on the evaluation set at the last step %d.", step)
             else:
                 run.last_eval.update(references)
         if run.status != "diverged" and t.checkpoint_interval:
-            run.save_checkpoint(models, k, step, sequences, started)
+            run.save_checkpoint(models, step, sequences, started)
         summaries[k] = run.summary(step, sequences, started)
         write_json(run.run_dir / fmt.SUMMARY_FILE, summaries[k])
         for logger in run.loggers:
@@ -524,11 +545,11 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
             # How far the task's curriculum has come: the same for every member.
             curriculum = task.progress(sequences)
             size = task.draw_size(size_rng, curriculum) if size_rng is not None else None
+            # Every member of the ensemble is training: those that finished left it (without_finished).
             batches = [
-                None if not run.active
-                else to_device(task.sample(t.batch_size, run.data_rng, curriculum) if size is None
-                               else task.batch(*size, t.batch_size, run.data_rng), device)
-                for run in runs
+                to_device(task.sample(t.batch_size, run.data_rng, curriculum) if size is None
+                          else task.batch(*size, t.batch_size, run.data_rng), device)
+                for run in runs if run.active
             ]  # fmt: skip
             results = models.step(task, batches, t.grad_clip, t.grad_clip_value)
             step += 1
@@ -537,10 +558,10 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
             bar.update(1)
             evaluate_now = step == t.steps or (t.eval_interval and step % t.eval_interval == 0)
             evals = evaluate(models, task, eval_sets) if evaluate_now else None
-            for k, (run, result, batch) in enumerate(zip(runs, results, batches)):
+            for k, run in enumerate(runs):
                 if not run.active:
                     continue
-                loss, logits, finite = result
+                batch, (loss, logits, finite) = batches[run.member], results[run.member]
                 run.skipped = 0 if finite else run.skipped + 1
                 if not finite:
                     run.log.warning("Step %d: loss %s, gradient not finite: no update made.", step, loss.item())
@@ -551,7 +572,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                     continue
                 run.add(loss, task.cost(logits, batch[1]), t.batch_size, seconds)
                 if step % t.report_interval == 0 or evaluate_now:
-                    row = run.report(step, sequences, started, evaluate_now, evals and evals[k], references)
+                    row = run.report(step, sequences, started, evaluate_now, evals and evals[run.member], references)
                     if run.status == "diverged":
                         finish(k, run, step, sequences)
                         continue
@@ -559,7 +580,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", cost=f"{row['cost']:.2f}")
                 interval = run.snapshot_interval
                 if run.snapshots and (step % interval == 0 or step == t.steps or run.converged_at == sequences):
-                    run.snapshots.record(models.member(k), step, sequences)
+                    run.snapshots.record(models.member(run.member), step, sequences)
                     run.snapshots.save(run.run_dir)
                     for logger in run.loggers:
                         logger.log_snapshot(run.snapshots)
@@ -569,12 +590,13 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                     run.status = "converged"
                     finish(k, run, step, sequences)
                 elif t.checkpoint_interval and step % t.checkpoint_interval == 0:
-                    run.save_checkpoint(models, k, step, sequences, started)
+                    run.save_checkpoint(models, step, sequences, started)
+            models = without_finished(models, runs, config)
             if signals and any(run.active for run in runs):
                 name = signal.Signals(signals[0]).name
-                for k, run in enumerate(runs):
+                for run in runs:
                     if run.active:
-                        run.save_checkpoint(models, k, step, sequences, started)
+                        run.save_checkpoint(models, step, sequences, started)
                         run.log.warning("Stopped by %s at step %d; saved a checkpoint.", name, step)
                 folders = ", ".join(str(run.run_dir / fmt.CHECKPOINT_DIR) for run in runs if run.active)
                 raise Interrupted(

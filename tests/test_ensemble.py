@@ -15,7 +15,7 @@ from ntm.config import validate
 from ntm.ensemble import Ensemble
 from ntm.errors import Interrupted
 from ntm.tasks import make_task
-from ntm.train import Job, build_optimizer, train, train_step, train_together, use_compile
+from ntm.train import Job, Solo, build_optimizer, train, train_step, train_together, use_compile
 
 # What "equal to an ordinary run" means: a member's per-step arithmetic is the ordinary run's,
 # batched over members (bmm instead of mm), so losses agree to float rounding.
@@ -91,6 +91,26 @@ class PruneAtFirstReport:
         pass
 
 
+class PruneAfterReports(PruneAtFirstReport):
+    def __init__(self, reports: int):
+        super().__init__()
+        self.left = reports
+
+    def should_stop(self, sequences, cost):
+        self.left -= 1
+        return self.left == 0
+
+
+def record_sizes(step, sizes: list):
+    """An Ensemble.step or Solo.step that records how many members each step trains."""
+
+    def recording(self, task, batches, *args):
+        sizes.append(len(batches))
+        return step(self, task, batches, *args)
+
+    return recording
+
+
 def test_members_stop_independently(tmp_path):
     reporter = PruneAtFirstReport()
     jobs = [Job(config("train.steps=60", f"seed={s}"), tmp_path / f"m{s}", reporter=reporter if s == 2 else None)
@@ -159,18 +179,18 @@ def test_a_skipped_member_keeps_its_weights_and_optimiser_state_despite_momentum
                 assert torch.equal(value, state["state"][index][key]), f"optimiser state {index}.{key} changed"
 
 
-def test_a_member_that_finished_is_frozen():
-    cfg = config("seed=1")
-    task = make_task(cfg.task)
-    torch.manual_seed(1)
-    models = [cfg.model.build(task) for _ in range(2)]
-    ensemble = Ensemble(models, lambda params: build_optimizer(cfg, params))
-    frozen = ensemble.member_state(0)
-    batch = task.sample(2, torch.Generator().manual_seed(0))
-    results = ensemble.step(task, [None, batch], cfg.train.grad_clip, cfg.train.grad_clip_value)
-    assert results[0] is None and results[1][2]
-    assert all(torch.equal(v, frozen[k]) for k, v in ensemble.member_state(0).items())
-    assert not all(torch.equal(v, models[1].state_dict()[k]) for k, v in ensemble.member_state(1).items())
+def test_a_finished_member_leaves_the_ensemble(tmp_path, monkeypatch):
+    sizes = []
+    for cls in (Ensemble, Solo):
+        monkeypatch.setattr(cls, "step", record_sizes(cls.step, sizes))
+    pruned_at = {2: PruneAtFirstReport(), 3: PruneAfterReports(2)}
+    jobs = [Job(config("train.steps=90", f"seed={s}"), tmp_path / f"m{s}", reporter=pruned_at.get(s)) for s in (1, 2, 3)]
+    summaries = train_together(jobs)
+    assert [s["steps"] for s in summaries] == [90, 30, 60]
+    assert sizes == [3] * 30 + [2] * 30 + [1] * 30, "the ensemble shrinks, down to one model"
+    monkeypatch.undo()
+    train(config("train.steps=90", "seed=1"), tmp_path / "o1")
+    assert_same_run(tmp_path / "m1", tmp_path / "o1")
 
 
 def test_only_seeds_may_differ():
@@ -220,6 +240,26 @@ def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch, ext
     resumed = train_together(jobs(tmp_path / "stopped"))
     for s, (a, b) in enumerate(zip(resumed, straight), start=1):
         assert a["steps"] == b["steps"] == 60 and a["eval_cost"] == b["eval_cost"]
+        assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"
+
+
+@pytest.mark.slow
+def test_a_group_whose_member_finished_resumes_exactly(tmp_path, monkeypatch):
+    # Seed 2 is pruned at step 30 and the group stopped at 45: resumed, seeds 1 and 3 train on
+    # as the same two-member ensemble as the uninterrupted group did after step 30.
+    def jobs(root):
+        return [Job(config("train.steps=60", f"seed={s}"), root / f"m{s}", reporter=PruneAtFirstReport() if s == 2 else None)
+                for s in (1, 2, 3)]  # fmt: skip
+
+    straight = train_together(jobs(tmp_path / "straight"))
+    monkeypatch.setattr(ntm.train, "stop_requests", lambda: contextlib.nullcontext(StopAtStep(45)))
+    with pytest.raises(Interrupted, match="at step 45"):
+        train_together(jobs(tmp_path / "stopped"))
+    monkeypatch.undo()
+    resumed = train_together(jobs(tmp_path / "stopped"))
+    assert [s["status"] for s in resumed] == ["completed", "pruned", "completed"]
+    for s, (a, b) in enumerate(zip(resumed, straight), start=1):
+        assert a["steps"] == b["steps"] and a["eval_cost"] == b["eval_cost"]
         assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"
 
 
