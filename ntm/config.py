@@ -14,7 +14,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ntm.checks import ConfigError, finite, one_of, positive, require
 from ntm.controller import CONTROLLERS
 from ntm.lstm import LSTM
-from ntm.model import MEMORY_INITS, NTM, head_stages
+from ntm.model import ADD_ACTIVATIONS, MEMORY_INITS, NTM, head_stages
 from ntm.tasks import TASKS, Task, TaskConfig
 
 GRAD_CLIPS = ("value", "norm", "none")
@@ -44,6 +44,7 @@ class NTMConfig:
     head_order: str = ""  # e.g. "rw", "rrw", "rwrw"; empty means num_heads reads then num_heads writes
     shift_range: int = 1  # shifts -k..k
     controller_clip: float = 20.0  # clip head parameters to [-c, c]; 0 disables
+    add_activation: str = "none"  # none | tanh: squash write heads' add vectors to (-1, 1)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     # Seeds of this model can train as one ensemble (ntm.ensemble): its step vmaps.
     trains_as_ensemble: ClassVar[bool] = True
@@ -53,6 +54,7 @@ class NTMConfig:
         positive(prefix, self, "controller_size", "controller_layers", "num_heads")
         require(self.shift_range >= 0, f"{prefix}.shift_range", self.shift_range, ">= 0")
         require(self.controller_clip >= 0, f"{prefix}.controller_clip", self.controller_clip, ">= 0 (0 disables)")
+        one_of(prefix, self, "add_activation", ADD_ACTIVATIONS)
         try:
             if self.head_order:
                 head_stages(self.head_order)
@@ -97,6 +99,7 @@ class NTMConfig:
             memory_init_value=self.memory.init_value,
             shift_range=self.shift_range,
             controller_clip=self.controller_clip,
+            add_activation=self.add_activation,
         )
 
 

@@ -16,6 +16,8 @@ from ntm import addressing
 from ntm.controller import CONTROLLERS
 
 MEMORY_INITS = ("constant", "learned", "random")
+# What squashes the write heads' add vectors: none (the paper's) or tanh, to (-1, 1).
+ADD_ACTIVATIONS = ("none", "tanh")
 # Inductor's options for a compiled time step. cpp_wrapper: the compiled graph calls its kernels
 # from generated C++ rather than Python; at batch 1 a step is tens of small kernels, and calling
 # them from Python cost 5-10% of the step (benchmarks/speed.py), with no slower first compile.
@@ -79,10 +81,13 @@ class NTM(nn.Module):
         memory_init_value: float = 1e-6,
         shift_range: int = 1,
         controller_clip: float = 20.0,
+        add_activation: str = "none",
     ):
         super().__init__()
         if memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {memory_init!r}")
+        if add_activation not in ADD_ACTIVATIONS:
+            raise ValueError(f"add_activation must be one of {ADD_ACTIVATIONS}, got {add_activation!r}")
         if controller not in CONTROLLERS:
             raise ValueError(f"controller must be one of {tuple(CONTROLLERS)}, got {controller!r}")
         if shift_range < 0 or 2 * shift_range + 1 > memory_n:
@@ -94,6 +99,7 @@ class NTM(nn.Module):
         num_all = len(self.head_order)
         self.n, self.m, self.shifts = memory_n, memory_m, 2 * shift_range + 1
         self.controller_clip = controller_clip
+        self.add_activation = add_activation
         self.memory_init = memory_init
 
         self.controller = CONTROLLERS[controller](input_size + self.num_reads * memory_m, controller_size, controller_layers)
@@ -161,6 +167,8 @@ class NTM(nn.Module):
         shifts = F.softmax(shifts, dim=-1)
         erase, add = erase_add.view(batch, self.num_writes, 2 * m).split(m, dim=-1)
         erase = torch.sigmoid(erase)
+        if self.add_activation == "tanh":
+            add = torch.tanh(add)
 
         memory, reads, weights = state.memory, [], []
         for first, n_read, n_write, first_write in self.stages:

@@ -298,3 +298,23 @@ def test_same_seed_same_parameters_and_outputs(memory_init):
     assert torch.equal(a(x, 4), b(x, 4))
     c = make(seed=4, memory_init=memory_init)
     assert not torch.equal(a.head_params.weight, c.head_params.weight)
+
+
+# --- add_activation: tanh bounds what one write adds -----------------------------------------
+
+
+@pytest.mark.parametrize("activation, bounded", [("none", False), ("tanh", True)])
+def test_tanh_bounds_what_a_write_adds_to_memory(activation, bounded):
+    torch.manual_seed(0)
+    model = NTM(3, 3, memory_n=4, memory_m=4, add_activation=activation)  # a write spreads over 4 rows at most
+    with torch.no_grad():
+        model.head_params.bias.fill_(15.0)  # every head parameter large, the add vector's included
+    state = model.initial_state(2)
+    _, state = model.step(torch.zeros(2, 3), state)
+    added = (state.memory - model.memory0).abs().max().item()
+    assert (added <= 1.0) == bounded, added
+
+
+def test_an_unknown_add_activation_is_refused():
+    with pytest.raises(ValueError, match="add_activation must be one of"):
+        NTM(3, 3, add_activation="relu")

@@ -148,3 +148,8 @@ def test_lstm_activation_estimate_covers_what_backward_keeps(size, layers, batch
     model = LSTM(9, 8, size=schema.size_for(task), layers=layers)
     per_step = saved_bytes_per_step(model, batch_size, 9)
     assert per_step <= schema.activation_bytes(batch_size, task) <= 4 * per_step + 50_000
+
+
+def test_an_unknown_add_activation_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"^model.add_activation='relu' is not allowed: must be one of none, tanh"):
+        validate(compose_config(["model.add_activation=relu"]))
