@@ -120,7 +120,9 @@ def test_a_sweep_killed_while_its_jobs_run_is_continued_and_trains_no_job_twice(
     old jobs train on, unreported, and the new ones (queued behind them for the node's cores, or
     waiting for their run folders) return their results."""
     sweep_dir = tmp_path / "grid"
-    args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16)", *FAST, "train.steps=900",
+    # The old jobs must still train when the rerun fails their trials: 900 steps ended first once,
+    # on a machine busy with other training runs.
+    args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16)", *FAST, "train.steps=2400",
             "train.eval_interval=20", "train.report_interval=20", "hydra.sweeper.heartbeat_interval=1", *ON_SLURM,
             f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path,
