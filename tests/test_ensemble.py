@@ -226,18 +226,24 @@ class StopAtStep(list):
         return len(self) > 0
 
 
+def straight_and_resumed(jobs, root, monkeypatch, stop_at: int):
+    """The summaries of jobs(root / "straight") trained through and of jobs(root / "stopped")
+    stopped by a SIGINT at step stop_at, then resumed by the same call."""
+    straight = train_together(jobs(root / "straight"))
+    monkeypatch.setattr(ntm.train, "stop_requests", lambda: contextlib.nullcontext(StopAtStep(stop_at)))
+    with pytest.raises(Interrupted, match=f"at step {stop_at}"):
+        train_together(jobs(root / "stopped"))
+    monkeypatch.undo()
+    return straight, train_together(jobs(root / "stopped"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["train.shared_sizes=true"]])
 def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch, extra):
     def jobs(root):
         return [Job(config("train.steps=60", f"seed={s}", *extra), root / f"m{s}") for s in (1, 2, 3)]
 
-    straight = train_together(jobs(tmp_path / "straight"))
-    monkeypatch.setattr(ntm.train, "stop_requests", lambda: contextlib.nullcontext(StopAtStep(45)))
-    with pytest.raises(Interrupted, match="at step 45"):
-        train_together(jobs(tmp_path / "stopped"))
-    monkeypatch.undo()
-    resumed = train_together(jobs(tmp_path / "stopped"))
+    straight, resumed = straight_and_resumed(jobs, tmp_path, monkeypatch, stop_at=45)
     for s, (a, b) in enumerate(zip(resumed, straight), start=1):
         assert a["steps"] == b["steps"] == 60 and a["eval_cost"] == b["eval_cost"]
         assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"
@@ -251,12 +257,7 @@ def test_a_group_whose_member_finished_resumes_exactly(tmp_path, monkeypatch):
         return [Job(config("train.steps=60", f"seed={s}"), root / f"m{s}", reporter=PruneAtFirstReport() if s == 2 else None)
                 for s in (1, 2, 3)]  # fmt: skip
 
-    straight = train_together(jobs(tmp_path / "straight"))
-    monkeypatch.setattr(ntm.train, "stop_requests", lambda: contextlib.nullcontext(StopAtStep(45)))
-    with pytest.raises(Interrupted, match="at step 45"):
-        train_together(jobs(tmp_path / "stopped"))
-    monkeypatch.undo()
-    resumed = train_together(jobs(tmp_path / "stopped"))
+    straight, resumed = straight_and_resumed(jobs, tmp_path, monkeypatch, stop_at=45)
     assert [s["status"] for s in resumed] == ["completed", "pruned", "completed"]
     for s, (a, b) in enumerate(zip(resumed, straight), start=1):
         assert a["steps"] == b["steps"] and a["eval_cost"] == b["eval_cost"]
