@@ -45,6 +45,7 @@ class NTMConfig:
     shift_range: int = 1  # shifts -k..k
     controller_clip: float = 20.0  # clip head parameters to [-c, c]; 0 disables
     add_activation: str = "none"  # none | tanh: squash write heads' add vectors to (-1, 1)
+    cell_clip: float = 0.0  # clip the LSTM controller's cell states to [-c, c]; 0 disables
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     # Seeds of this model can train as one ensemble (ntm.ensemble): its step vmaps.
     trains_as_ensemble: ClassVar[bool] = True
@@ -55,6 +56,13 @@ class NTMConfig:
         require(self.shift_range >= 0, f"{prefix}.shift_range", self.shift_range, ">= 0")
         require(self.controller_clip >= 0, f"{prefix}.controller_clip", self.controller_clip, ">= 0 (0 disables)")
         one_of(prefix, self, "add_activation", ADD_ACTIVATIONS)
+        require(self.cell_clip >= 0, f"{prefix}.cell_clip", self.cell_clip, ">= 0 (0 disables)")
+        require(
+            self.cell_clip == 0 or self.controller == "lstm",
+            f"{prefix}.cell_clip",
+            self.cell_clip,
+            f"0 with {prefix}.controller={self.controller} (only an LSTM controller has cells)",
+        )
         try:
             if self.head_order:
                 head_stages(self.head_order)
@@ -100,6 +108,7 @@ class NTMConfig:
             shift_range=self.shift_range,
             controller_clip=self.controller_clip,
             add_activation=self.add_activation,
+            cell_clip=self.cell_clip,
         )
 
 

@@ -9,10 +9,16 @@ from torch import nn
 
 
 class LSTMController(nn.Module):
-    """A stack of LSTM cells with a learned initial hidden and cell state."""
+    """A stack of LSTM cells with a learned initial hidden and cell state.
 
-    def __init__(self, input_size: int, size: int, layers: int):
+    cell_clip > 0 clips each cell state to [-cell_clip, cell_clip] after its update (as
+    TensorFlow's LSTMCell does): a cell that counts up along a long sequence stops at the bound
+    instead of running away; 0 leaves it unbounded (nn.LSTMCell's numbers).
+    """
+
+    def __init__(self, input_size: int, size: int, layers: int, cell_clip: float = 0.0):
         super().__init__()
+        self.cell_clip = cell_clip
         self.cells = nn.ModuleList(nn.LSTMCell(input_size if i == 0 else size, size) for i in range(layers))
         self.h0 = nn.Parameter(torch.randn(layers, size) * 0.05)
         self.c0 = nn.Parameter(torch.randn(layers, size) * 0.05)
@@ -30,6 +36,8 @@ class LSTMController(nn.Module):
             gates = F.linear(x, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
             i, f, g, o = gates.chunk(4, dim=-1)  # LSTMCell's order
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            if self.cell_clip > 0:
+                c = c.clamp(-self.cell_clip, self.cell_clip)
             h = torch.sigmoid(o) * torch.tanh(c)
             new_state.append((h, c))
             x = h

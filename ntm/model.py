@@ -82,6 +82,7 @@ class NTM(nn.Module):
         shift_range: int = 1,
         controller_clip: float = 20.0,
         add_activation: str = "none",
+        cell_clip: float = 0.0,
     ):
         super().__init__()
         if memory_init not in MEMORY_INITS:
@@ -90,6 +91,8 @@ class NTM(nn.Module):
             raise ValueError(f"add_activation must be one of {ADD_ACTIVATIONS}, got {add_activation!r}")
         if controller not in CONTROLLERS:
             raise ValueError(f"controller must be one of {tuple(CONTROLLERS)}, got {controller!r}")
+        if cell_clip < 0 or (cell_clip > 0 and controller != "lstm"):
+            raise ValueError(f"cell_clip must be >= 0, and 0 unless the controller is lstm, got {cell_clip=} {controller=}")
         if shift_range < 0 or 2 * shift_range + 1 > memory_n:
             raise ValueError(f"shift_range must be >= 0 with 2 * shift_range + 1 <= memory_n, got {shift_range=} {memory_n=}")
         self.head_order = head_order or "r" * num_heads + "w" * num_heads
@@ -102,7 +105,9 @@ class NTM(nn.Module):
         self.add_activation = add_activation
         self.memory_init = memory_init
 
-        self.controller = CONTROLLERS[controller](input_size + self.num_reads * memory_m, controller_size, controller_layers)
+        cell = {"cell_clip": cell_clip} if controller == "lstm" else {}  # only an LSTM has cells
+        controller_input = input_size + self.num_reads * memory_m
+        self.controller = CONTROLLERS[controller](controller_input, controller_size, controller_layers, **cell)
         # One layer emits every head's parameters: addressing (key, strength, gate, shift, sharpening)
         # for all heads, then erase and add vectors for the write heads.
         self.address_size = memory_m + self.shifts + 3

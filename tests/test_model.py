@@ -318,3 +318,27 @@ def test_tanh_bounds_what_a_write_adds_to_memory(activation, bounded):
 def test_an_unknown_add_activation_is_refused():
     with pytest.raises(ValueError, match="add_activation must be one of"):
         NTM(3, 3, add_activation="relu")
+
+
+# --- cell_clip: an LSTM controller's cells stay within the bound -----------------------------
+
+
+@pytest.mark.parametrize("cell_clip", [0.0, 2.0])
+def test_cell_clip_bounds_the_controller_cells_along_a_sequence(cell_clip):
+    torch.manual_seed(0)
+    model = NTM(3, 3, memory_n=8, memory_m=4, cell_clip=cell_clip)
+    cell = model.controller.cells[0]
+    with torch.no_grad():  # input and forget gates open and the candidate at +1: the cell counts up
+        cell.bias_ih.zero_()
+        cell.bias_ih[: 2 * cell.hidden_size].fill_(20.0)
+        cell.bias_ih[2 * cell.hidden_size : 3 * cell.hidden_size].fill_(20.0)
+    state = model.initial_state(2)
+    for _ in range(6):
+        _, state = model.step(torch.zeros(2, 3), state)
+    largest = state.controller[0][1].abs().max().item()
+    assert (largest <= 2.0) == (cell_clip > 0), largest
+
+
+def test_cell_clip_needs_an_lstm_controller():
+    with pytest.raises(ValueError, match="cell_clip must be >= 0, and 0 unless the controller is lstm"):
+        NTM(3, 3, controller="feedforward", cell_clip=5.0)

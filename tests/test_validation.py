@@ -153,3 +153,13 @@ def test_lstm_activation_estimate_covers_what_backward_keeps(size, layers, batch
 def test_an_unknown_add_activation_names_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"^model.add_activation='relu' is not allowed: must be one of none, tanh"):
         validate(compose_config(["model.add_activation=relu"]))
+
+
+def test_a_negative_cell_clip_names_the_key():
+    with pytest.raises(ConfigError, match=r"^model.cell_clip=-1.0 is not allowed: must be >= 0 \(0 disables\)"):
+        validate(compose_config(["model.cell_clip=-1"]))
+
+
+def test_cell_clip_with_a_feedforward_controller_says_why_not():
+    with pytest.raises(ConfigError, match=r"^model.cell_clip=5.0 is not allowed: must be 0 with model.controller=feedforward"):
+        validate(compose_config(["model.cell_clip=5", "model.controller=feedforward"]))
