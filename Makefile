@@ -54,7 +54,7 @@ $(NEXT_INSTALLED): pyproject.toml tools/next_line.txt tools/next_line.py
 	$(NEXT)/bin/python -m pip install --no-deps -e .
 	@touch $@
 
-# The whole suite: real short trainings, sweeps and a one-node SLURM cluster, about 6 minutes on a fresh clone on 2 cores (README, Test).
+# The whole suite: real short trainings, sweeps and a one-node SLURM cluster (its time: README, Test).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
