@@ -5,11 +5,12 @@
     python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
-the median over --repeats timings of --steps steps each, after warm-up. Four paths train the same
+the median over --repeats timings of --steps steps each, after warm-up. Five paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
 machine: eager; compiled as training compiles by default (ntm.model.COMPILE_OPTIONS: a C++
 wrapper calls the kernels; one time step a call); the same with inductor's defaults (a Python
-wrapper); and with ntm.model.STEPS_PER_CALL time steps a call (train.steps_per_call=4).
+wrapper); with ntm.model.STEPS_PER_CALL time steps a call (train.steps_per_call=4); and each
+whole sequence, forward and backward, in one call of ntm.fused's C++ library (train.compile=fused).
 
 With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), pytorch-ntm's own
 `train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
@@ -95,10 +96,17 @@ def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batche
             raise RuntimeError("the benchmark model diverged")
 
 
-# How a path compiles its time step: not at all, as the project does (ntm.model.COMPILE_OPTIONS),
-# or with inductor's defaults (the compiled graph calls its kernels from Python).
-# compile_step's options per path (None: eager). "compiled" is what training runs by default.
-PATHS = {"eager": None, "compiled": {}, "steps_a_call": {"steps_per_call": STEPS_PER_CALL}, "python_wrapper": {"options": {}}}
+# How a path runs its time steps: eager; compiled as the project does (ntm.model.COMPILE_OPTIONS),
+# or with inductor's defaults (the compiled graph calls its kernels from Python); several steps a
+# call; or the whole sequence in one C++ call (train.compile=fused). "compiled" is what training
+# runs by default.
+PATHS = {
+    "eager": lambda model: None,
+    "compiled": lambda model: model.compile_step(dynamic=False),
+    "steps_a_call": lambda model: model.compile_step(dynamic=False, steps_per_call=STEPS_PER_CALL),
+    "python_wrapper": lambda model: model.compile_step(dynamic=False, options={}),
+    "fused": lambda model: model.fuse_sequence(),
+}
 
 
 def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -109,11 +117,10 @@ def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tup
     generator = torch.Generator().manual_seed(0)
     batches = [task.sample(batch_size, generator) for _ in range(steps)]
     trained, warm_up = {}, {}
-    for path, options in PATHS.items():  # all built before any compiles: compile_step resets torch's caches
+    for path, prepare in PATHS.items():  # all built before any compiles: compile_step resets torch's caches
         torch.manual_seed(0)
         model = NTM(task.input_size, task.output_size)  # pytorch-ntm's sizes: LSTM 100, 128 x 20, one head pair
-        if options is not None:
-            model.compile_step(dynamic=False, **options)
+        prepare(model)
         trained[path] = (model, torch.optim.RMSprop(model.parameters(), lr=1e-4, momentum=0.9, alpha=0.95))
     for path, (model, optimizer) in trained.items():
         start = time.perf_counter()
@@ -143,29 +150,32 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
 def speed_table(args) -> list[str]:
     header = ("| task | batch | eager ms/seq | compiled, Python wrapper ms/seq | compiled ms/seq "
               f"| compiled, {STEPS_PER_CALL} steps a call ms/seq | eager/compiled | Python wrapper/compiled "
-              f"| compiled/{STEPS_PER_CALL} steps a call | compiled seq/s | compile s |")  # fmt: skip
+              f"| compiled/{STEPS_PER_CALL} steps a call | compiled seq/s | compile s "
+              "| fused ms/seq | compiled/fused |")  # fmt: skip
     if args.seed_repo:
         one = f"{args.threads} thread{'s' * (args.threads > 1)}"
         header += (f" pytorch-ntm ms/seq, {one} | pytorch-ntm ms/seq, default threads | pytorch-ntm ({one}) / compiled "
-                   f"| pytorch-ntm (default) / compiled | pytorch-ntm ({one}) / {STEPS_PER_CALL} steps a call |")  # fmt: skip
+                   f"| pytorch-ntm (default) / compiled | pytorch-ntm ({one}) / {STEPS_PER_CALL} steps a call "
+                   f"| pytorch-ntm ({one}) / fused | pytorch-ntm (default) / fused |")  # fmt: skip
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
         task = make_task(TASKS[name]())
         for batch_size in args.batch_sizes:
             steps = max(32, args.sequences // batch_size)
             paths = time_paths(task, batch_size, steps, args.repeats)
-            (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _) = (
-                paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call")
+            (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _), (fused, _) = (
+                paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call", "fused")
             )
             row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {chunked:.2f} "
                    f"| {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / chunked:.2f}x "
                    f"| {1000 / fast:.0f} ")  # fmt: skip
-            row += f"| {compile_s:.0f} |"
+            row += f"| {compile_s:.0f} | {fused:.2f} | {fast / fused:.2f}x |"
             if args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
                 seed_default, default_threads = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, 0)
                 row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / fast:.1f}x "
-                        f"| {seed_default / fast:.1f}x | {seed_one / chunked:.1f}x |")  # fmt: skip
+                        f"| {seed_default / fast:.1f}x | {seed_one / chunked:.1f}x | {seed_one / fused:.1f}x "
+                        f"| {seed_default / fused:.1f}x |")  # fmt: skip
             lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
     return lines

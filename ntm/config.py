@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ntm import fused
 from ntm.checks import ConfigError, finite, one_of, positive, require
 from ntm.controller import CONTROLLERS
 from ntm.lstm import LSTM
@@ -18,7 +19,7 @@ from ntm.model import ADD_ACTIVATIONS, MEMORY_INITS, NTM, head_stages
 from ntm.tasks import TASKS, Task, TaskConfig
 
 GRAD_CLIPS = ("value", "norm", "none")
-COMPILE_CHOICES = ("auto", "true", "false")
+COMPILE_CHOICES = ("auto", "true", "false", "fused")
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -222,7 +223,9 @@ class TrainConfig:
     shared_sizes: bool = False
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
-    # one-off compile, ntm.train.use_compile). The same numbers as eager to float tolerance.
+    # one-off compile, ntm.train.use_compile); or fused: each whole sequence, forward and
+    # backward, in one call of a C++ library built for this CPU (ntm.fused; an NTM with one LSTM
+    # layer and its heads in one stage). The same numbers as eager to float tolerance.
     compile: str = "auto"
     # Time steps per call of the compiled step (NTM models trained alone). 4 trains 1.4x faster
     # at batch 1 with the same numbers to float tolerance, but float-level differences send a
@@ -306,7 +309,19 @@ class Config:
         self.logger.check("logger")
         lr = self.optimizer.lr
         require(self.train.lr_min <= lr, "train.lr_min", self.train.lr_min, f"<= optimizer.lr ({lr})")
+        if self.train.compile == "fused":
+            check_fused(self)
         check_memory(self)
+
+
+def check_fused(config: Config) -> None:
+    """train.compile=fused runs ntm.fused's C++ sequence: an NTM of the shape it implements, on the CPU."""
+    model, allowed = config.model, "auto, true or false with this model and device"
+    require(isinstance(model, NTMConfig), "train.compile", "fused", f"{allowed} (fused needs model=ntm)")
+    stages = len(head_stages(model.head_order or "r" * model.num_heads + "w" * model.num_heads))
+    reason = fused.unsupported(model.controller, model.controller_layers, stages)
+    require(reason is None, "train.compile", "fused", f"{allowed} (fused needs {reason})")
+    require(config.train.device == "cpu", "train.compile", "fused", f"{allowed} (fused needs train.device=cpu)")
 
 
 # Resident memory of a training process before its data and activations (torch, the model).

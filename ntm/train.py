@@ -245,8 +245,9 @@ def seedless(config: Config) -> str:
 
 
 def can_train_together(config: Config) -> bool:
-    """Whether this model can be an ensemble's member (its time step can be vmapped)."""
-    return type(config.model).trains_as_ensemble
+    """Whether this model can be an ensemble's member (its time step can be vmapped; a fused
+    sequence is one C++ call, which vmap cannot batch)."""
+    return type(config.model).trains_as_ensemble and config.train.compile != "fused"
 
 
 def use_compile(t: TrainConfig) -> bool:
@@ -454,7 +455,9 @@ def assemble(models: list[torch.nn.Module], config: Config):
     """Models that differ at most in seed, with one optimiser: a Solo or an Ensemble."""
     compile_step = use_compile(config.train)
     if len(models) == 1:
-        if compile_step:
+        if config.train.compile == "fused":
+            models[0].fuse_sequence()
+        elif compile_step:
             models[0].compile_step(dynamic=False, steps_per_call=config.train.steps_per_call)
         return Solo(models[0], build_optimizer(config, models[0].parameters()))
     return Ensemble(models, lambda params: build_optimizer(config, params), compile=compile_step)
