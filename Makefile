@@ -83,6 +83,7 @@ results: $(INSTALLED)
 	@echo "sweep=results: $(RESULTS_ESTIMATE)"
 	$(BIN)/python run.py -m sweep=results
 	$(BIN)/python -m analysis multirun/results --group-by task.name --markdown --plots docs/results
+	cp docs/results/tasks.png docs/results_tasks.png   # the figure README.md shows
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

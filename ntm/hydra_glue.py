@@ -118,7 +118,7 @@ def check_sweep_params(config: DictConfig) -> None:
 # refusal that replaces Hydra's "Could not find 'preset/NAME'".
 REMOVED_PRESETS = {
     "seed": "preset=pytorch_ntm, the same settings ('seed' reads as the random seed)",
-    "repeat_copy_fast": "preset=repeat_copy, which solves repeat copy on every seed tried in a tenth of the sequences",
+    "repeat_copy_fast": "preset=repeat_copy, which solves seeds 1-4 at batch 1 in fewer sequences than the defaults",
 }
 
 
