@@ -2,7 +2,7 @@
 
 - register_configs(): the schemas of ntm.config in Hydra's ConfigStore (conf/ extends them).
 - Resolvers for conf/, registered on import (sweep jobs resolve their folders in launcher
-  worker processes too): job_dirname, for_task, steps_for.
+  worker processes too): job_dirname, unnamed_keys, for_task, steps_for.
 - without_hydra(config): what a task function receives; hydra_record(): Hydra's record of a job
   for its run folder's .hydra/.
 - CheckBeforeWriting, the callback that refuses a bad config before Hydra writes anything
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from ntm.checks import require
 from ntm.config import GROUP_SCHEMAS, Config, validate
 from ntm.errors import ConfigError, UserError, reported
+from ntm.run_format import NON_RESULT_KEYS
 
 
 def register_configs() -> None:
@@ -47,6 +48,13 @@ def job_dirname(overrides: str) -> str:
     return f"{overrides[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:12]}"
 
 
+def unnamed_keys() -> list[str]:
+    """The override keys a sweep job's folder name leaves out (conf/sweep/_base.yaml): the sweep
+    choice itself and the keys that change no number (NON_RESULT_KEYS), so a rerun with, say, a
+    logger on or other threads continues the same folders."""
+    return ["sweep", *NON_RESULT_KEYS]
+
+
 def for_task(task: str, values: dict) -> Any:
     """The value for the composed task from a table in a config file, e.g.
     `train.steps: "${for_task:${task.name},{copy: 8000, ngram: 1500}}"`: per-task settings in
@@ -64,7 +72,7 @@ def steps_for(sequences: int, batch_size: int) -> int:
     return -(-int(sequences) // int(batch_size))
 
 
-for _resolver in (job_dirname, for_task, steps_for):
+for _resolver in (job_dirname, unnamed_keys, for_task, steps_for):
     OmegaConf.register_new_resolver(_resolver.__name__, _resolver, replace=True)
 
 

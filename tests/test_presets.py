@@ -19,6 +19,7 @@ from omegaconf import OmegaConf, open_dict
 
 from ntm.config import Config, TrainConfig, validate
 from ntm.hydra_glue import REMOVED_PRESETS, job_dirname, without_hydra
+from ntm.run_format import NON_RESULT_KEYS
 from ntm.train import train
 
 CONF = ROOT / "conf"
@@ -140,7 +141,7 @@ def test_a_sweep_preset_keeps_its_study_in_its_folder_and_names_job_folders_by_t
     assert sweeper["storage"] == f"sqlite:///{hydra['sweep']['dir']}/optuna.db"
     # Job folders are named by their parameters (without the sweep= choice itself).
     assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
-    assert "sweep" in cfg.hydra.job.config.override_dirname.exclude_keys
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["sweep", *NON_RESULT_KEYS]
     assert "sweep=" not in hydra["sweep"]["subdir"]
 
 
@@ -238,8 +239,9 @@ def test_sweep_subdir_goes_through_the_job_dirname_resolver():
     assert OmegaConf.to_container(short.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
     assert short.hydra.job.override_dirname == "model.memory.n=64,seed=2"
     assert short.hydra.sweep.subdir == "model.memory.n=64,seed=2"
-    logged = compose_full(["sweep=seeds_memory", "seed=2", "model.memory.n=64", "logger=tensorboard", "train.progress=true"])
-    assert logged.hydra.sweep.subdir == short.hydra.sweep.subdir, "logging and display change no folder"
+    not_results = ["logger=tensorboard", "train.progress=true", "train.threads=2"]
+    logged = compose_full(["sweep=seeds_memory", "seed=2", "model.memory.n=64", *not_results])
+    assert logged.hydra.sweep.subdir == short.hydra.sweep.subdir, "logging, display and threads change no folder"
 
     def long_subdir(last_length):
         lengths = ",".join(str(n) for n in [*range(10, 60), last_length])
