@@ -13,8 +13,10 @@ ensemble launcher spreads them); the speed-up is separate / ensemble. On a GPU (
 one process trains K members, against one model.
 
 Sweeps: `python run.py -m seed=1,..,N` with joblib (2 jobs at a time), hydra/launcher=ensemble,
-and the ensemble with train.shared_sizes=true (members share each step's sequence length), back
-to back, wall time from process start to exit (compiles included).
+the ensemble with train.shared_sizes=true (members share each step's sequence length), and
+joblib with train.compile=fused (each run's sequences in one C++ call; no ensemble), back to
+back, wall time from process start to exit (compiles included); --launchers picks some, the
+first is the baseline of the speed-up column.
 """
 
 import argparse
@@ -147,12 +149,16 @@ def run_sweep(seeds: int, launcher: list[str], overrides: list[str], sweep_dir: 
     return wall, summaries
 
 
+LAUNCHERS = {
+    "joblib": ("joblib (2 at a time)", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
+    "ensemble": ("ensemble", ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2"]),
+    "shared": ("ensemble, shared sizes", ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "train.shared_sizes=true"]),
+    "fused": ("joblib (2 at a time), fused", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.compile=fused"]),
+}
+
+
 def sweep_table(args) -> list[str]:
-    launchers = {
-        "joblib (2 at a time)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-        "ensemble": ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2"],
-        "ensemble, shared sizes": ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "train.shared_sizes=true"],
-    }
+    launchers = dict(LAUNCHERS[name] for name in args.launchers)
     overrides = [f"train.steps={args.steps}", *args.overrides]
     lines = [
         f"{args.sweeps} seeds, `python run.py -m seed=1..{args.sweeps} {' '.join(overrides)}`",
@@ -189,6 +195,8 @@ def main() -> None:
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--sweeps", type=int, default=0, metavar="N", help="also N seeds through run.py, each launcher")
     parser.add_argument("--steps", type=int, default=2000, help="train.steps of each sweep run")
+    parser.add_argument("--launchers", nargs="+", choices=LAUNCHERS, default=list(LAUNCHERS),
+                        help="the sweeps' launchers, in order; the first is the baseline")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for --sweeps")
     args = parser.parse_args()
     gpu = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""

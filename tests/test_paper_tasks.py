@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, compose_config, run_py, run_py_here
 from omegaconf import OmegaConf
 
-from ntm.config import MODELS, ConfigError, validate
+from ntm.config import GROUP_SCHEMAS, MODELS, ConfigError, TrainConfig, validate
 from ntm.hydra_glue import check_sweep_params, for_task
 from ntm.lstm import LSTM
 from ntm.model import NTM
@@ -336,7 +336,7 @@ def test_every_task_and_model_with_each_preset_compose_and_validate_or_are_refus
             assert (config.task.name, config.model.name) == (task, model), overrides
 
 
-@pytest.mark.parametrize("group, registry", [("task", {n: t.Config for n, t in TASKS.items()}), ("model", MODELS)])
+@pytest.mark.parametrize("group, registry", GROUP_SCHEMAS.items())
 def test_python_defaults_equal_the_yaml_defaults(group, registry):
     for name, schema in registry.items():
         composed = OmegaConf.to_object(compose_config([f"{group}={name}"])[group])
@@ -344,6 +344,12 @@ def test_python_defaults_equal_the_yaml_defaults(group, registry):
         # The YAML file sets every field, so it documents them all.
         written = OmegaConf.load(ROOT / "conf" / group / f"{name}.yaml")
         assert {f.name for f in dataclasses.fields(schema)} <= set(written), f"conf/{group}/{name}.yaml"
+
+
+def test_the_train_defaults_in_config_yaml_equal_the_dataclass():
+    assert OmegaConf.to_object(compose_config([]).train) == TrainConfig()
+    written = OmegaConf.load(ROOT / "conf" / "config.yaml").train
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(written), "conf/config.yaml's train: sets every key"
 
 
 def test_the_paper_sweep_trains_each_preset_and_the_lstm_on_the_same_budget_in_sequences():

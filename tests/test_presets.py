@@ -166,6 +166,16 @@ def test_sweep_search_space_is_valid(sweep, composed_sweeps):
         assert cfg.hydra.sweeper.n_trials >= grid, "n_trials cuts the grid short"
 
 
+@pytest.mark.parametrize("sweep", ["hpo", "hpo_lstm"])
+def test_a_search_gives_every_batch_size_the_same_sequences_and_evaluates_at_the_same_sequences(sweep, composed_sweeps):
+    params = OmegaConf.to_container(composed_sweeps[sweep].hydra.sweeper.params, resolve=True)
+    batch_sizes = OverridesParser.create().parse_overrides([f"train.batch_size={params['train.batch_size']}"])[0].value().list
+    assert len(batch_sizes) > 1
+    for batch_size in batch_sizes:
+        train = compose_full([f"sweep={sweep}", f"train.batch_size={batch_size}"]).train
+        assert train.steps * batch_size == 32768 and train.eval_interval * batch_size == 1024, batch_size
+
+
 def test_sweep_presets_do_not_share_a_study(composed_sweeps):
     studies = [cfg.hydra.sweeper for cfg in composed_sweeps.values()]
     names = [s.study_name for s in studies]
