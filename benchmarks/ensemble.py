@@ -14,7 +14,8 @@ one process trains K members, against one model.
 
 Sweeps: `python run.py -m seed=1,..,N` with joblib (2 jobs at a time), hydra/launcher=ensemble,
 the ensemble with train.shared_sizes=true (members share each step's sequence length), and
-joblib with train.compile=fused (each run's sequences in one C++ call; no ensemble), back to
+joblib and the ensemble launcher with train.compile=fused (each run's sequences in one C++
+call, which vmap cannot batch: an ensemble's fused members train one by one), back to
 back, wall time from process start to exit (compiles included); --launchers picks some, the
 first is the baseline of the speed-up column.
 """
@@ -154,6 +155,10 @@ LAUNCHERS = {
     "ensemble": ("ensemble", ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2"]),
     "shared": ("ensemble, shared sizes", ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "train.shared_sizes=true"]),
     "fused": ("joblib (2 at a time), fused", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.compile=fused"]),
+    "ensemble_fused": (
+        "ensemble, fused (members one by one)",
+        ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "train.compile=fused"],
+    ),
 }
 
 
