@@ -115,11 +115,12 @@ def test_trials_on_several_seeds_refuse_a_seed_on_the_command_line(tmp_path):
     [
         ("hydra.sweeper.n_trials=-1", "hydra.sweeper.n_trials=-1 is not allowed: must be >= 1"),
         ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 is not allowed: must be >= 1"),
+        ("hydra.sweeper.n_trials=null", "hydra.sweeper.n_trials=null is not allowed: must be >= 1 (null: the grid's size, with"),
         # No server listens on port 1: one line naming the key, not SQLAlchemy's traceback.
         ("hydra.sweeper.storage='postgresql+psycopg2://u:p@127.0.0.1:1/x'",
          "hydra.sweeper.storage='postgresql+psycopg2://u:p@127.0.0.1:1/x': cannot open the study's database"),
     ],
-    ids=["n_trials", "n_jobs", "storage"],
+    ids=["n_trials", "n_jobs", "n_trials_null_without_a_grid", "storage"],
 )  # fmt: skip
 def test_bad_sweeper_settings_are_refused_in_one_line_before_any_job(tmp_path, override, message):
     result = run_py_here("-m", "sweep=hpo", override, cwd=tmp_path)

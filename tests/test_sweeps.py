@@ -28,19 +28,20 @@ def sweep(*args, sweep_dir):
 def test_a_grid_sweep_with_diverged_and_crashed_jobs_and_its_results_table(tmp_path):
     sweep_dir = tmp_path / "grid"
     sweep(
-        "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16,0)", "optimizer.lr=choice(1e-3,1e30)",
+        "sweep=seeds_memory", "seed=choice(1,2,3,4)", "model.memory.n=choice(16,0)", "optimizer.lr=choice(1e-3,1e30)",
         "train.grad_clip=none", "model.controller_clip=0", sweep_dir=sweep_dir,
     )  # fmt: skip
     # memory.n=0 is refused per job (a failed trial); lr 1e30 diverges; neither stops the sweep.
+    # The grid (16 points) is larger than the preset's own (12): every point runs.
     states = sorted(t.state.name for t in study_trials(sweep_dir, "seeds_memory"))
-    assert states == ["COMPLETE"] * 4 + ["FAIL"] * 4
+    assert states == ["COMPLETE"] * 8 + ["FAIL"] * 8
     runs = analysis.load_runs(sweep_dir)
-    assert sorted(zip(runs["optimizer.lr"], runs["seed"])) == [(1e-3, 1), (1e-3, 2), (1e30, 1), (1e30, 2)]
+    assert sorted(zip(runs["optimizer.lr"], runs["seed"])) == [(lr, s) for lr in (1e-3, 1e30) for s in (1, 2, 3, 4)]
     assert set(runs["model.memory.n"]) == {16} and set(runs["trial.state"]) == {"COMPLETE"}
-    assert sorted(runs["status"]) == ["completed", "completed", "diverged", "diverged"]
+    assert sorted(runs["status"]) == ["completed"] * 4 + ["diverged"] * 4
     assert list(runs["trial.value"]) == pytest.approx(list(runs["objective"]))
     table = analysis.results_table(runs)
-    assert len(table) == 2 and list(table["runs"]) == [2, 2] and table["diverged"].sum() == 2
+    assert len(table) == 2 and list(table["runs"]) == [4, 4] and table["diverged"].sum() == 4
     cli = subprocess.run([sys.executable, "-m", "analysis", str(sweep_dir), "--csv", str(tmp_path / "t.csv")],
                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert cli.returncode == 0, cli.stderr

@@ -49,8 +49,8 @@ class NTMOptunaSweeperConfig:
     direction: str = "minimize"
     storage: Any = None
     study_name: str | None = None
-    n_trials: int = 20  # the study's total: COMPLETE and PRUNED trials count
-    n_jobs: int = 2  # trials launched at a time
+    n_trials: int | None = 20  # the study's total: COMPLETE and PRUNED trials count; null: the grid's size
+    n_jobs: int | None = 2  # trials launched at a time; null: all of n_trials in one batch
     max_failure_rate: float = 0.0  # failed trials per batch above this rate stop the sweep
     # Seconds between heartbeats of running trials; a trial without one for twice as long was
     # left by a killed sweep and is asked again.

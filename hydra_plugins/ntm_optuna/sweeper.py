@@ -37,8 +37,8 @@ class NTMOptunaSweeper(Sweeper):
         direction: str,
         storage: Any,
         study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
+        n_trials: int | None,
+        n_jobs: int | None,
         max_failure_rate: float,
         heartbeat_interval: int,
         params: DictConfig | None,
@@ -56,11 +56,11 @@ class NTMOptunaSweeper(Sweeper):
             "hydra.sweeper.seeds", seeds, "null or a list of distinct integer seeds, e.g. [1,2]",
         )  # fmt: skip
         for key, value, allowed in (
-            ("n_trials", n_trials, n_trials >= 1),
-            ("n_jobs", n_jobs, n_jobs >= 1),
+            ("n_trials", n_trials, n_trials is None or n_trials >= 1),
+            ("n_jobs", n_jobs, n_jobs is None or n_jobs >= 1),
             ("heartbeat_interval", heartbeat_interval, heartbeat_interval >= 1),
         ):
-            require(allowed, f"hydra.sweeper.{key}", value, ">= 1")
+            require(allowed, f"hydra.sweeper.{key}", value, ">= 1" if key == "heartbeat_interval" else ">= 1, or null")
         require(0 <= max_failure_rate <= 1, "hydra.sweeper.max_failure_rate", max_failure_rate, "in [0, 1]")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -82,7 +82,13 @@ class NTMOptunaSweeper(Sweeper):
             # The sweep walks the grid itself (grid_order), so that a failed point is asked again;
             # each grid trial's parameters are enqueued, so the sampler below never samples.
             grid = grid_points(distributions)
-            sampler, n_trials = optuna.samplers.RandomSampler(), min(n_trials, len(grid))
+            if n_trials is not None and n_trials < len(grid):
+                log.warning("hydra.sweeper.n_trials=%d runs %d of the grid's %d points (null: all of them)",
+                            n_trials, n_trials, len(grid))  # fmt: skip
+            sampler, n_trials = optuna.samplers.RandomSampler(), min(n_trials or len(grid), len(grid))
+        if n_trials is None:
+            raise ConfigError("hydra.sweeper.n_trials=null is not allowed: must be >= 1 (null: the grid's size, with a grid)")
+        n_jobs = self.n_jobs or n_trials
         storage = self.storage_url or optuna.storages.InMemoryStorage()
         if isinstance(storage, str):
             storage = open_storage(storage, self.heartbeat_interval)
@@ -107,7 +113,7 @@ class NTMOptunaSweeper(Sweeper):
                 trials = storage.get_all_trials(study_id, deepcopy=False)
                 done = sum(t.state in DONE for t in trials) + failed_here
                 running = sum(t.state == TrialState.RUNNING for t in trials)
-                to_ask = max(min(self.n_jobs, n_trials - done - running), 0)
+                to_ask = max(min(n_jobs, n_trials - done - running), 0)
                 points = grid_order(grid, trials)[:to_ask] if grid else [None] * to_ask
                 asked = [ask(study, distributions, point) for point in points]
             if asked:
