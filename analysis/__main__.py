@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--plots",
         metavar="DIR",
-        help="write figures to DIR: learning_curves.png, generalisation.png, convergence_vs_memory.png; for the trials "
+        help="write figures to DIR: learning_curves.png, generalisation.png, convergence_vs_memory.png and, for runs of "
+        "several tasks, tasks.png; for the trials "
         "view optimization_history.png, param_effects.png, param_importances.png and learning_curves.png",
     )
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@
     python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
-the median over --repeats timings of --steps steps each, after warm-up. Five paths train the same
+the median over --repeats timings of --sequences sequences each, after warm-up. Five paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
 machine: eager; compiled as training compiles by default (ntm.model.COMPILE_OPTIONS: a C++
 wrapper calls the kernels; one time step a call); the same with inductor's defaults (a Python

@@ -57,8 +57,8 @@ def unnamed_keys() -> list[str]:
 
 def for_task(task: str, values: dict) -> Any:
     """The value for the composed task from a table in a config file, e.g.
-    `train.steps: "${for_task:${task.name},{copy: 8000, ngram: 1500}}"`: per-task settings in
-    one sweep over tasks (conf/sweep/paper.yaml)."""
+    `model.num_heads: "${for_task:${task.name},{copy: 1, associative_recall: 4}}"`: per-task settings in
+    one sweep over tasks (conf/model/ntm_per_task.yaml, conf/sweep/paper.yaml)."""
     if task not in values:
         raise ConfigError(f"for_task: no value for task {task!r}; the table has {', '.join(values)}")
     return values[task]
@@ -67,7 +67,7 @@ def for_task(task: str, values: dict) -> Any:
 def steps_for(sequences: int, batch_size: int) -> int:
     """Optimiser steps that show a run `sequences` sequences at its batch size: a sweep's budget
     in sequences, fair to every batch size it tries, e.g.
-    `train.steps: ${steps_for:40000,${train.batch_size}}` (conf/sweep/hpo.yaml)."""
+    `train.steps: ${steps_for:32768,${train.batch_size}}` (conf/sweep/_search.yaml)."""
     require(int(sequences) > 0 and int(batch_size) > 0, "steps_for", f"{sequences},{batch_size}", "sequences and batch size > 0")
     return -(-int(sequences) // int(batch_size))
 
@@ -112,7 +112,7 @@ def check_before_writing(config: DictConfig) -> None:
 
 def check_sweep_params(config: DictConfig) -> None:
     """Refuse a swept key that the composed config does not have, e.g. sweep=hpo's
-    model.memory.m with model=lstm: else every job of the sweep fails on its own."""
+    model.memory.init with model=lstm: else every job of the sweep fails on its own."""
     choices = config.hydra.runtime.choices
     missing = object()
     for key in OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}:

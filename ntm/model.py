@@ -26,7 +26,7 @@ COMPILE_OPTIONS = {"cpp_wrapper": True}
 # (compile_step). At batch 1 a call costs more in fixed overhead (guards, one autograd node
 # forward and back, launching each kernel) than in arithmetic, so a call of 4 unrolled steps
 # trains faster than 4 calls; 8 compiles twice as long for no more (benchmarks/speed.py shows 1
-# against 4). Sequences are cut into calls of this many steps and the rest go one at a time.
+# against 4). The value benchmarks and tests use; training takes train.steps_per_call.
 STEPS_PER_CALL = 4
 
 

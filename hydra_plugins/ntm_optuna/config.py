@@ -43,7 +43,8 @@ class HyperbandPrunerConfig:
 class NTMOptunaSweeperConfig:
     _target_: str = "hydra_plugins.ntm_optuna.sweeper.NTMOptunaSweeper"
     # _self_ first: the chosen sampler and pruner options fill the fields below.
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "successive_halving"}])
+    # The median pruner by default: successive halving pruned the best trial (benchmarks/pruning.py).
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
     sampler: Any = MISSING  # hydra/sweeper/sampler: tpe, random, grid, ... (hydra-optuna-sweeper's options)
     pruner: Any = None  # hydra/sweeper/pruner: median, successive_halving, hyperband; null: no pruning
     direction: str = "minimize"
