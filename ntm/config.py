@@ -134,7 +134,7 @@ class LSTMConfig:
         """Bytes one training time step holds until backward.
 
         Fitted to measurements on CPU (torch 2.13, oneDNN's LSTM, resident memory over 2,000-
-        to 4,000-step sequences): about 19 floats per unit, layer and sequence, and some 23 kB
+        to 4,000-step sequences): about 20 floats per unit, layer and sequence, and some 25 kB
         per step whatever the size; autograd saves 16.5 of those floats.
         """
         return 4 * batch_size * 20 * self.layers * self.size_for(task) + 25_000
@@ -227,7 +227,7 @@ class TrainConfig:
     # backward, in one call of a C++ library built for this CPU (ntm.fused; an NTM with one LSTM
     # layer and its heads in one stage). The same numbers as eager to float tolerance.
     compile: str = "auto"
-    # Time steps per call of the compiled step (NTM models trained alone). 4 trains 1.4x faster
+    # Time steps per call of the compiled step (NTM models trained alone). 4 trains about 1.5x faster
     # at batch 1 with the same numbers to float tolerance, but float-level differences send a
     # seed down another trajectory: the README's results were trained with 1, and with 4 one of
     # preset=repeat_copy's seeds sat on a plateau instead (README, Performance).

@@ -47,7 +47,7 @@ class RunLog(logging.LoggerAdapter):
 # Returned to the sweeper for a diverged run: finite (a NaN aborts an Optuna sweep) and worse
 # than any run that kept training.
 DIVERGED_OBJECTIVE = 1e6
-# train.compile=auto compiles runs of at least this many steps: the compile (about 15 s, a few
+# train.compile=auto compiles runs of at least this many steps: the compile (about 20-40 s, a few
 # seconds from torch's on-disk cache) costs less than the time it saves, about 10 ms a step.
 COMPILE_AUTO_MIN_STEPS = 2000
 # A step whose loss is finite but whose gradient is not (an overflow in backward) makes no update
@@ -252,7 +252,7 @@ def can_train_together(config: Config) -> bool:
 
 def use_compile(t: TrainConfig) -> bool:
     """train.compile: true, false, or auto: compile when the run is long enough to repay the
-    one-off compile (about 15 s, a few seconds from torch's on-disk cache)."""
+    one-off compile (about 20-40 s, a few seconds from torch's on-disk cache)."""
     return t.compile == "true" or (t.compile == "auto" and t.steps >= COMPILE_AUTO_MIN_STEPS)
 
 
