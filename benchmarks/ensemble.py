@@ -4,7 +4,7 @@
     python benchmarks/ensemble.py --sweeps 8 --steps 2000    # + 8 seeds through run.py, each launcher
 
 Throughput: ms per member-sequence of one full training step (forward, backward, clipping,
-RMSprop), seed-sized models (LSTM 100, memory 128 x 20, one read and one write head) on copy,
+RMSprop), pytorch-ntm-sized models (LSTM 100, memory 128 x 20, one read and one write head) on copy,
 each member drawing its own batches (so an ensemble step lasts as long as its longest
 sequence), the median of --repeats timings after warm-up, one torch thread per process. On the
 CPU, both cores work: "separate models" runs two ordinary models at once in two processes (as
