@@ -55,12 +55,15 @@ class NTMOptunaSweeper(Sweeper):
             all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),
             "hydra.sweeper.seeds", seeds, "null or a list of distinct integer seeds, e.g. [1,2]",
         )  # fmt: skip
-        for key, value, allowed in (
-            ("n_trials", n_trials, n_trials is None or n_trials >= 1),
-            ("n_jobs", n_jobs, n_jobs is None or n_jobs >= 1),
-            ("heartbeat_interval", heartbeat_interval, heartbeat_interval >= 1),
+        self.is_grid = isinstance(self.sampler, functools.partial) and self.sampler.func is optuna.samplers.GridSampler
+        if n_trials is None and not self.is_grid:
+            raise ConfigError("hydra.sweeper.n_trials=null is not allowed: must be >= 1 (null: the grid's size, with a grid)")
+        for key, value, ok, allowed in (
+            ("n_trials", n_trials, n_trials is None or n_trials >= 1, ">= 1, or null"),
+            ("n_jobs", n_jobs, n_jobs is None or n_jobs >= 1, ">= 1, or null"),
+            ("heartbeat_interval", heartbeat_interval, heartbeat_interval >= 1, ">= 1"),
         ):
-            require(allowed, f"hydra.sweeper.{key}", value, ">= 1" if key == "heartbeat_interval" else ">= 1, or null")
+            require(ok, f"hydra.sweeper.{key}", value, allowed)
         require(0 <= max_failure_rate <= 1, "hydra.sweeper.max_failure_rate", max_failure_rate, "in [0, 1]")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -78,7 +81,7 @@ class NTMOptunaSweeper(Sweeper):
                 f"command line and hydra.sweeper.params (got {seed_lines[-1]!r})"
             )
         sampler, n_trials, grid = self.sampler, self.n_trials, None
-        if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
+        if self.is_grid:
             # The sweep walks the grid itself (grid_order), so that a failed point is asked again;
             # each grid trial's parameters are enqueued, so the sampler below never samples.
             grid = grid_points(distributions)
@@ -86,8 +89,6 @@ class NTMOptunaSweeper(Sweeper):
                 log.warning("hydra.sweeper.n_trials=%d runs %d of the grid's %d points (null: all of them)",
                             n_trials, n_trials, len(grid))  # fmt: skip
             sampler, n_trials = optuna.samplers.RandomSampler(), min(n_trials or len(grid), len(grid))
-        if n_trials is None:
-            raise ConfigError("hydra.sweeper.n_trials=null is not allowed: must be >= 1 (null: the grid's size, with a grid)")
         n_jobs = self.n_jobs or n_trials
         storage = self.storage_url or optuna.storages.InMemoryStorage()
         if isinstance(storage, str):
