@@ -7,10 +7,12 @@
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
 the median over --repeats timings of --sequences sequences each, after warm-up. Five paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
-machine: eager; compiled as training compiles by default (ntm.model.COMPILE_OPTIONS: a C++
-wrapper calls the kernels; one time step a call); the same with inductor's defaults (a Python
-wrapper); with ntm.model.STEPS_PER_CALL time steps a call (train.steps_per_call=4); and each
-whole sequence, forward and backward, in one call of ntm.fused's C++ library (train.compile=fused).
+machine: eager; compiled (ntm.model.COMPILE_OPTIONS: a C++ wrapper calls the kernels; one time
+step a call); the same with inductor's defaults (a Python wrapper); with ntm.model.STEPS_PER_CALL
+time steps a call (train.steps_per_call=4); and each whole sequence, forward and backward, in one
+call of ntm.fused's C++ library (train.compile=fused). The "default" column names the path that
+`python run.py` takes at that batch (train.compile=auto, ntm.train.step_path), and the ratios
+against pytorch-ntm are of that path.
 
 With --seed-repo (a checkout of loudinthecloud/pytorch-ntm), pytorch-ntm's own
 `train_batch` (its model, RMSprop and clipping, and its data loader) is timed in a subprocess
@@ -39,12 +41,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ntm.config import TrainConfig  # noqa: E402
+from ntm.config import Config, NTMConfig, RMSpropConfig, TrainConfig  # noqa: E402
 from ntm.model import NTM, STEPS_PER_CALL  # noqa: E402
 from ntm.tasks import Task, make_task  # noqa: E402
 from ntm.tasks.copy import CopyConfig  # noqa: E402
 from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
-from ntm.train import train_step  # noqa: E402
+from ntm.train import step_path, train_step  # noqa: E402
 
 TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
 SEED_TASKS = {"copy": "copy", "repeat_copy": "repeat-copy"}  # pytorch-ntm's names for them
@@ -98,8 +100,7 @@ def train_steps(model: NTM, optimizer: torch.optim.Optimizer, task: Task, batche
 
 # How a path runs its time steps: eager; compiled as the project does (ntm.model.COMPILE_OPTIONS),
 # or with inductor's defaults (the compiled graph calls its kernels from Python); several steps a
-# call; or the whole sequence in one C++ call (train.compile=fused). "compiled" is what training
-# runs by default.
+# call; or the whole sequence in one C++ call (train.compile=fused).
 PATHS = {
     "eager": lambda model: None,
     "compiled": lambda model: model.compile_step(dynamic=False),
@@ -147,16 +148,22 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
     return result["ms_per_seq"], result["threads"]
 
 
+def default_path(task_config, batch_size: int) -> str:
+    """The path `python run.py task=... train.batch_size=B` trains (a long run, trained alone)."""
+    config = Config(task=task_config, model=NTMConfig(), optimizer=RMSpropConfig(), train=TrainConfig(batch_size=batch_size))
+    return step_path(config, together=False)
+
+
 def speed_table(args) -> list[str]:
     header = ("| task | batch | eager ms/seq | compiled, Python wrapper ms/seq | compiled ms/seq "
-              f"| compiled, {STEPS_PER_CALL} steps a call ms/seq | eager/compiled | Python wrapper/compiled "
-              f"| compiled/{STEPS_PER_CALL} steps a call | compiled seq/s | compile s "
-              "| fused ms/seq | compiled/fused |")  # fmt: skip
+              f"| compiled, {STEPS_PER_CALL} steps a call ms/seq | fused ms/seq | eager/compiled "
+              f"| Python wrapper/compiled | compiled/{STEPS_PER_CALL} steps a call | compiled/fused | compile s "
+              "| default (train.compile=auto) | default seq/s |")  # fmt: skip
     if args.seed_repo:
         one = f"{args.threads} thread{'s' * (args.threads > 1)}"
-        header += (f" pytorch-ntm ms/seq, {one} | pytorch-ntm ms/seq, default threads | pytorch-ntm ({one}) / compiled "
-                   f"| pytorch-ntm (default) / compiled | pytorch-ntm ({one}) / {STEPS_PER_CALL} steps a call "
-                   f"| pytorch-ntm ({one}) / fused | pytorch-ntm (default) / fused |")  # fmt: skip
+        header += (f" pytorch-ntm ms/seq, {one} | pytorch-ntm ms/seq, default threads "
+                   f"| pytorch-ntm ({one}) / default | pytorch-ntm (default threads) / default "
+                   f"| pytorch-ntm ({one}) / compiled | pytorch-ntm ({one}) / fused |")  # fmt: skip
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
         task = make_task(TASKS[name]())
@@ -166,16 +173,16 @@ def speed_table(args) -> list[str]:
             (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _), (fused, _) = (
                 paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call", "fused")
             )
+            default = default_path(TASKS[name](), batch_size)
+            ours = paths[default][0]
             row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {chunked:.2f} "
-                   f"| {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / chunked:.2f}x "
-                   f"| {1000 / fast:.0f} ")  # fmt: skip
-            row += f"| {compile_s:.0f} | {fused:.2f} | {fast / fused:.2f}x |"
+                   f"| {fused:.2f} | {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / chunked:.2f}x "
+                   f"| {fast / fused:.2f}x | {compile_s:.0f} | {default} | {1000 / ours:.0f} |")  # fmt: skip
             if args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
                 seed_default, default_threads = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, 0)
-                row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / fast:.1f}x "
-                        f"| {seed_default / fast:.1f}x | {seed_one / chunked:.1f}x | {seed_one / fused:.1f}x "
-                        f"| {seed_default / fused:.1f}x |")  # fmt: skip
+                row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / ours:.1f}x "
+                        f"| {seed_default / ours:.1f}x | {seed_one / fast:.1f}x | {seed_one / fused:.1f}x |")  # fmt: skip
             lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
     return lines

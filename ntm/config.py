@@ -222,10 +222,12 @@ class TrainConfig:
     # on a run trained alone.
     shared_sizes: bool = False
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
-    # torch.compile each time step: true, false, or auto (compile runs long enough to repay the
-    # one-off compile, ntm.train.use_compile); or fused: each whole sequence, forward and
-    # backward, in one call of a C++ library built for this CPU (ntm.fused; an NTM with one LSTM
-    # layer and its heads in one stage). The same numbers as eager to float tolerance.
+    # How time steps run (ntm.train.step_path): true: each through torch.compile; false: eager,
+    # the reference; fused: each whole sequence, forward and backward, in one call of a C++
+    # library built for this CPU (ntm.fused; an NTM with one LSTM layer and its heads in one
+    # stage). auto: fused for such an NTM trained alone at batch <= 4, where it is several times
+    # faster; otherwise compiled when the run repays the one-off compile, else eager. Every path
+    # gives the eager numbers to float tolerance.
     compile: str = "auto"
     # Time steps per call of the compiled step (NTM models trained alone). 4 trains about 1.5x faster
     # at batch 1 with the same numbers to float tolerance, but float-level differences send a
@@ -316,12 +318,22 @@ class Config:
 
 def check_fused(config: Config) -> None:
     """train.compile=fused runs ntm.fused's C++ sequence: an NTM of the shape it implements, on the CPU."""
-    model, allowed = config.model, "auto, true or false with this model and device"
-    require(isinstance(model, NTMConfig), "train.compile", "fused", f"{allowed} (fused needs model=ntm)")
+    reason = fused_unsupported(config)
+    require(reason is None, "train.compile", "fused", f"auto, true or false with this model and device ({reason})")
+
+
+def fused_unsupported(config: Config) -> str | None:
+    """What the fused sequence needs that this config lacks (in its keys' words), or None."""
+    model = config.model
+    if not isinstance(model, NTMConfig):
+        return "fused needs model=ntm"
     stages = len(head_stages(model.head_order or "r" * model.num_heads + "w" * model.num_heads))
     reason = fused.unsupported(model.controller, model.controller_layers, stages)
-    require(reason is None, "train.compile", "fused", f"{allowed} (fused needs {reason})")
-    require(config.train.device == "cpu", "train.compile", "fused", f"{allowed} (fused needs train.device=cpu)")
+    if reason is not None:
+        return f"fused needs {reason}"
+    if config.train.device != "cpu":
+        return "fused needs train.device=cpu"
+    return None
 
 
 # Resident memory of a training process before its data and activations (torch, the model).

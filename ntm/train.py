@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ntm import run_folder
+from ntm import fused, run_folder
 from ntm import run_format as fmt
-from ntm.config import Config, TrainConfig, to_container
+from ntm.config import Config, TrainConfig, fused_unsupported, to_container
 from ntm.ensemble import Ensemble
 from ntm.errors import Interrupted, RunFolderError
 from ntm.files import write_csv, write_json
@@ -50,6 +50,10 @@ DIVERGED_OBJECTIVE = 1e6
 # train.compile=auto compiles runs of at least this many steps: the compile (about 20-40 s, a few
 # seconds from torch's on-disk cache) costs less than the time it saves, about 10 ms a step.
 COMPILE_AUTO_MIN_STEPS = 2000
+# train.compile=auto runs the fused sequence (ntm.fused) up to this batch size. It runs a batch's
+# sequences one after another, while a compiled step batches them: at batch 1 it is several times
+# faster, at batch 16 the compiled step is (README, Performance: benchmarks/speed.py).
+FUSED_AUTO_MAX_BATCH = 4
 # A step whose loss is finite but whose gradient is not (an overflow in backward) makes no update
 # and training goes on; this many such steps in a row, or a non-finite loss, is divergence.
 MAX_SKIPPED_STEPS = 10
@@ -256,6 +260,30 @@ def use_compile(t: TrainConfig) -> bool:
     return t.compile == "true" or (t.compile == "auto" and t.steps >= COMPILE_AUTO_MIN_STEPS)
 
 
+def step_path(config: Config, together: bool) -> str:
+    """How a model's time steps run: "fused", "compiled" or "eager" (train.compile). auto: fused
+    for an NTM trained alone at a small batch, where ntm.fused implements the model and its
+    library builds; otherwise compiled when the run repays the compile (use_compile), else eager.
+    together: the model trains (or trained) as an ensemble's member, which vmaps its step."""
+    t = config.train
+    if t.compile == "fused" or (t.compile == "auto" and not together and fused_suits(config)):
+        return "fused"
+    return "compiled" if use_compile(t) else "eager"
+
+
+def fused_suits(config: Config) -> bool:
+    """Whether train.compile=auto runs this config's NTM as a fused sequence."""
+    t = config.train
+    if t.batch_size > FUSED_AUTO_MAX_BATCH or t.steps_per_call != 1 or fused_unsupported(config) is not None:
+        return False
+    try:
+        fused.build()
+    except RuntimeError as failed:  # no C++ compiler: the compiled path needs none
+        log.warning("train.compile=auto: compiled time steps, not the fused sequence: %s", failed)
+        return False
+    return True
+
+
 class Solo:
     """One model and its optimiser, with an ensemble's interface (ntm.ensemble.Ensemble): the
     reference path that ensembles are compared with."""
@@ -448,19 +476,21 @@ def build_models(jobs: list[Job], task: Task, device: torch.device):
     for job in jobs:
         torch.manual_seed(job.config.seed)
         models.append(job.config.model.build(task).to(device))  # built on the CPU: the same weights everywhere
-    return assemble(models, jobs[0].config)
+    return assemble(models, jobs[0].config, together=len(jobs) > 1)
 
 
-def assemble(models: list[torch.nn.Module], config: Config):
-    """Models that differ at most in seed, with one optimiser: a Solo or an Ensemble."""
-    compile_step = use_compile(config.train)
+def assemble(models: list[torch.nn.Module], config: Config, together: bool):
+    """Models that differ at most in seed, with one optimiser: a Solo or an Ensemble. together:
+    an ensemble's members, or what is left of one (step_path)."""
+    path = step_path(config, together)
+    log.info("Time steps: %s (train.compile=%s).", path, config.train.compile)
     if len(models) == 1:
-        if config.train.compile == "fused":
+        if path == "fused":
             models[0].fuse_sequence()
-        elif compile_step:
+        elif path == "compiled":
             models[0].compile_step(dynamic=False, steps_per_call=config.train.steps_per_call)
         return Solo(models[0], build_optimizer(config, models[0].parameters()))
-    return Ensemble(models, lambda params: build_optimizer(config, params), compile=compile_step)
+    return Ensemble(models, lambda params: build_optimizer(config, params), compile=path == "compiled")
 
 
 def without_finished(models, runs: list["Run"], config: Config):
@@ -470,7 +500,7 @@ def without_finished(models, runs: list["Run"], config: Config):
     training = [run for run in runs if run.active]
     if len(training) in (0, models.size):
         return models
-    smaller = assemble([models.member(run.member) for run in training], config)
+    smaller = assemble([models.member(run.member) for run in training], config, together=True)
     smaller.load_optimizer_states([models.member_optimizer_state(run.member) for run in training])
     for run in runs:
         run.member = training.index(run) if run.active else None

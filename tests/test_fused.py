@@ -10,7 +10,7 @@ from ntm.config import ConfigError, validate
 from ntm.model import NTM
 from ntm.tasks import make_task
 from ntm.tasks.copy import CopyConfig, CopyTask
-from ntm.train import Job, build_models, can_train_together, loss_fn
+from ntm.train import FUSED_AUTO_MAX_BATCH, Job, build_models, can_train_together, loss_fn, step_path
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -87,6 +87,39 @@ def test_train_compile_fused_reaches_the_model_and_trains_alone(tmp_path):
     assert not can_train_together(config)  # vmap cannot batch one C++ call: ensembles train it member by member
     solo = build_models([Job(config, tmp_path)], make_task(config.task), torch.device("cpu"))
     assert solo.model._fused
+
+
+def test_a_plain_run_trains_the_fused_sequence(tmp_path):
+    config = validate(compose_config(TINY))  # train.compile=auto
+    assert build_models([Job(config, tmp_path)], make_task(config.task), torch.device("cpu")).model._fused
+
+
+@pytest.mark.parametrize(
+    "overrides, alone, together",
+    [
+        ([], "fused", "compiled"),  # the plain defaults: batch 1, 50,000 steps
+        ([f"train.batch_size={FUSED_AUTO_MAX_BATCH}"], "fused", "compiled"),
+        ([f"train.batch_size={FUSED_AUTO_MAX_BATCH + 1}"], "compiled", "compiled"),
+        (["train.steps_per_call=4"], "compiled", "compiled"),
+        (["model.controller=feedforward"], "compiled", "compiled"),
+        (["model.controller=feedforward", "train.steps=100"], "eager", "eager"),
+        (["train.compile=true"], "compiled", "compiled"),
+        (["train.compile=false"], "eager", "eager"),
+        (["train.compile=fused"], "fused", "fused"),
+    ],
+)
+def test_train_compile_auto_fuses_small_batches_of_a_model_trained_alone(overrides, alone, together):
+    config = validate(compose_config(overrides))
+    assert (step_path(config, together=False), step_path(config, together=True)) == (alone, together)
+
+
+def test_train_compile_auto_compiles_where_the_library_cannot_be_built(monkeypatch, caplog):
+    def no_compiler():
+        raise RuntimeError("train.compile=fused needs a C++ compiler: 'c++' (set CXX) was not found")
+
+    monkeypatch.setattr(fused, "build", no_compiler)
+    assert step_path(validate(compose_config([])), together=False) == "compiled"
+    assert "not the fused sequence: train.compile=fused needs a C++ compiler" in caplog.text
 
 
 def test_the_library_is_cached_by_source_and_cpu(tmp_path, monkeypatch):
