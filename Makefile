@@ -42,7 +42,7 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	@# train.compile=fused's C++ library, built for this CPU (ntm/fused.py); without a C++ compiler
 	@# only that option is missing, so a failed build does not stop the install.
-	$(BIN)/python -m ntm.fused || echo "make: could not build ntm.fused's library: train.compile=fused will not run" >&2
+	$(BIN)/python -m ntm.fused || echo "make: could not build ntm.fused's library: train.compile=fused will not run, and auto compiles instead" >&2
 	@touch $@
 
 venv-next: $(NEXT_INSTALLED)

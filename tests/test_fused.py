@@ -1,6 +1,8 @@
 """train.compile=fused: the whole sequence in ntm.fused's C++ library gives the eager reference's
 logits, loss and gradients to float tolerance, for every option it takes."""
 
+import csv
+
 import pytest
 import torch
 from conftest import TINY, compose_config
@@ -10,7 +12,7 @@ from ntm.config import ConfigError, validate
 from ntm.model import NTM
 from ntm.tasks import make_task
 from ntm.tasks.copy import CopyConfig, CopyTask
-from ntm.train import FUSED_AUTO_MAX_BATCH, Job, build_models, can_train_together, loss_fn, step_path
+from ntm.train import FUSED_AUTO_MAX_BATCH, Job, build_models, can_train_together, loss_fn, step_path, train
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -111,6 +113,25 @@ def test_a_plain_run_trains_the_fused_sequence(tmp_path):
 def test_train_compile_auto_fuses_small_batches_of_a_model_trained_alone(overrides, alone, together):
     config = validate(compose_config(overrides))
     assert (step_path(config, together=False), step_path(config, together=True)) == (alone, together)
+
+
+def test_a_fused_run_continued_from_its_checkpoint_equals_one_trained_straight(tmp_path):
+    """The checkpoint holds all a fused run's state: resumed, it goes on as if never stopped."""
+
+    def config(steps: int):
+        return validate(compose_config([*TINY, f"train.steps={steps}", "train.report_interval=10", "train.eval_interval=10",
+                                        "train.checkpoint_interval=10", "train.stop_at_convergence=false"]))  # fmt: skip
+
+    def rows(run_dir):
+        with (run_dir / "metrics.csv").open() as f:
+            return [{k: v for k, v in row.items() if k != "seq_per_s"} for row in csv.DictReader(f)]
+
+    assert step_path(config(60), together=False) == "fused"
+    train(config(30), tmp_path / "continued")
+    continued = train(config(60), tmp_path / "continued")
+    straight = train(config(60), tmp_path / "straight")
+    assert continued["continued_from"] == 30 and rows(tmp_path / "continued") == rows(tmp_path / "straight")
+    assert continued["eval_cost"] == straight["eval_cost"] and continued["loss"] == straight["loss"]
 
 
 def test_train_compile_auto_compiles_where_the_library_cannot_be_built(monkeypatch, caplog):

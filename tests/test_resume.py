@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY, run_py
 
+# Eager steps: slow enough to be killed between checkpoints (fused, the run would often end first).
 OVERRIDES = [
     *TINY, "train.steps=300", "train.batch_size=2", "train.report_interval=20", "train.eval_interval=100",
-    "train.checkpoint_interval=50", "train.stop_at_convergence=false",
+    "train.checkpoint_interval=50", "train.stop_at_convergence=false", "train.compile=false",
 ]  # fmt: skip
 TIMING = {"wall_time_s", "seq_per_s", "converged_time_s"}
 # Every test here trains in subprocesses, several times over; one worker trains the reference.

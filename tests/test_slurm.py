@@ -79,8 +79,10 @@ def test_a_pruning_sweep_runs_as_slurm_jobs(tmp_path, on_cluster):
 
 
 # Long enough for a requeue to land mid-training, short enough for the suite.
+# Eager steps, so that a job is still training when it is requeued (fused, it would often be done).
 REQUEUED = [*TINY, "seed=3", "train.steps=1000", "train.batch_size=2", "train.report_interval=50",
-            "train.eval_interval=250", "train.checkpoint_interval=50", "train.stop_at_convergence=false"]  # fmt: skip
+            "train.eval_interval=250", "train.checkpoint_interval=50", "train.stop_at_convergence=false",
+            "train.compile=false"]  # fmt: skip
 
 
 def test_a_requeued_job_checkpoints_when_signalled_and_resumes_exactly(tmp_path, on_cluster):
@@ -121,8 +123,9 @@ def test_a_sweep_killed_while_its_jobs_run_is_continued_and_trains_no_job_twice(
     waiting for their run folders) return their results."""
     sweep_dir = tmp_path / "grid"
     # The old jobs must still train when the rerun fails their trials: 900 steps ended first once,
-    # on a machine busy with other training runs.
+    # on a machine busy with other training runs; compiled steps (fused ones end far sooner).
     args = ["-m", "sweep=seeds_memory", "seed=choice(1,2)", "model.memory.n=choice(16)", *FAST, "train.steps=2400",
+            "train.compile=true",
             "train.eval_interval=20", "train.report_interval=20", "hydra.sweeper.heartbeat_interval=1", *ON_SLURM,
             f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path,
