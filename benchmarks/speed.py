@@ -1,7 +1,7 @@
 """Training speed of the NTM: eager vs torch.compile'd time steps, and time to solve.
 
     python benchmarks/speed.py                         # ms per sequence table, copy + repeat copy
-    python benchmarks/speed.py --solve 4               # + time to solve copy with preset=fast, 4 seeds
+    python benchmarks/speed.py --solve 4               # + time to solve copy, preset=fast vs the defaults, 4 seeds
     python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
@@ -20,8 +20,9 @@ right after each row of ours, on the same number of sequences and repeats: once 
 torch threads (as this project trains) and once with torch's default (as pytorch-ntm trains).
 Without it pytorch-ntm is not measured and no ratio is printed.
 
-Time to solve runs `python run.py preset=fast seed=S` as a user would (start-up and
-compile included) and reads its summary.json.
+Time to solve runs `python run.py preset=fast seed=S` and `python run.py seed=S` (the plain
+defaults) as a user would, one process at a time (start-up and compile included), and reads
+each summary.json.
 """
 
 import argparse
@@ -188,36 +189,64 @@ def speed_table(args) -> list[str]:
     return lines
 
 
+# What --solve times on copy: each as a user runs it, `python run.py OVERRIDES seed=S`.
+SOLVERS = {"preset=fast": ["preset=fast"], "plain defaults": []}
+
+
+def solve_once(overrides: list[str], seed: int, run_dir: Path) -> tuple[int | None, float | None]:
+    """One run.py process to the end: (sequences to converge, seconds from process start to the criterion)."""
+    start = time.perf_counter()
+    cmd = [sys.executable, str(ROOT / "run.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
+           "train.progress=false"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    process_s = time.perf_counter() - start
+    solved = summary["converged_time_s"]
+    # converged_time_s counts from the training loop's start; add the process start-up.
+    seconds = None if solved is None else solved + process_s - summary["wall_time_s"]
+    print(f"{' '.join(overrides) or 'defaults'} seed {seed}: converged_at={summary['converged_at']} "
+          f"solve_s={seconds} process_s={process_s:.0f}", file=sys.stderr, flush=True)  # fmt: skip
+    return summary["converged_at"], seconds
+
+
 def solve_table(seeds: int, extra: list[str]) -> list[str]:
-    """Time to solve copy with preset=fast, one run.py process per seed, run one after another."""
-    rows = []
+    """Time to solve copy with each of SOLVERS, one run.py process at a time, alternating per
+    seed so that a slow spell of the machine falls on both."""
+    results: dict[str, list] = {name: [] for name in SOLVERS}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(1, seeds + 1):
-            run_dir = Path(tmp) / f"seed{seed}"
-            start = time.perf_counter()
-            cmd = [sys.executable, str(ROOT / "run.py"), "preset=fast", f"seed={seed}", f"hydra.run.dir={run_dir}",
-                   "train.progress=false", *extra]  # fmt: skip
-            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-            summary = json.loads((run_dir / "summary.json").read_text())
-            process_s = time.perf_counter() - start
-            solved = summary["converged_time_s"]
-            # converged_time_s counts from the training loop's start; add the process start-up.
-            startup = process_s - summary["wall_time_s"]
-            rows.append((seed, summary["converged_at"], None if solved is None else solved + startup))
-            print(
-                f"seed {seed}: converged_at={summary['converged_at']} solve_s={rows[-1][2]} process_s={process_s:.0f}",
-                file=sys.stderr,
-                flush=True,
-            )
+            for number, (name, overrides) in enumerate(SOLVERS.items()):
+                run_dir = Path(tmp) / f"solver{number}_seed{seed}"
+                results[name].append(solve_once([*overrides, *extra], seed, run_dir))
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    solved = [r[2] for r in rows if r[2] is not None]
-    lines = ["| seed | sequences to converge | seconds to solve (process start to criterion) |", "|---|---|---|"]
-    lines += [f"| {s} | {c} | {t:.0f} |" if t is not None else f"| {s} | not converged | - |" for s, c, t in rows]
-    if solved:
-        lines.append(
-            f"\nconverged {len(solved)}/{len(rows)}; seconds to solve: median {statistics.median(solved):.0f}, "
-            f"min {min(solved):.0f}, max {max(solved):.0f}; peak RSS of one run {peak_mib:.0f} MiB"
-        )
+    names = list(SOLVERS)
+    header = " | ".join(f"{name}: sequences | {name}: seconds" for name in names)
+    lines = [f"| seed | {header} |", "|---" * (1 + 2 * len(names)) + "|"]
+    for i in range(seeds):
+        cells = []
+        for name in names:
+            converged, seconds = results[name][i]
+            cells += [f"{converged:,}", f"{seconds:.0f}"] if seconds is not None else ["not converged", "-"]
+        lines.append(f"| {i + 1} | {' | '.join(cells)} |")
+    lines.append("")
+    medians = {}
+    for name in names:
+        solved = [seconds for _, seconds in results[name] if seconds is not None]
+        sequences = [converged for converged, seconds in results[name] if seconds is not None]
+        if solved:
+            medians[name] = statistics.median(solved)
+            lines.append(
+                f"{name}: converged {len(solved)}/{seeds}; sequences median {statistics.median(sequences):,.0f}; "
+                f"seconds to solve median {medians[name]:.0f}, min {min(solved):.0f}, max {max(solved):.0f}"
+            )
+        else:
+            lines.append(f"{name}: converged 0/{seeds}")
+    if len(medians) == len(names):
+        first, second = names
+        lines.append(f"median seconds to solve, {second} / {first}: {medians[second] / medians[first]:.2f}")
+    lines.append(f"peak RSS of one run {peak_mib:.0f} MiB")
     return lines
 
 
@@ -228,7 +257,9 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=256, help="sequences per timing (steps = this / batch, >= 32)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--solve", type=int, default=0, metavar="N", help="also time to solve copy for N seeds")
+    parser.add_argument(
+        "--solve", type=int, default=0, metavar="N", help="also time to solve copy for N seeds: preset=fast and the defaults"
+    )
     parser.add_argument("--seed-repo", type=Path, metavar="PATH",
                         help="a checkout of loudinthecloud/pytorch-ntm: time its train.py's train_batch beside ours")  # fmt: skip
     parser.add_argument("--no-speed", action="store_true", help="skip the ms/seq table")

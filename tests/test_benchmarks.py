@@ -95,3 +95,17 @@ def test_the_ensemble_benchmark_times_the_sweeps_it_is_asked_for():
     rows = [line for line in result.stdout.splitlines() if line.startswith(("| joblib", "| ensemble"))]
     assert [row.split(" | ")[0] for row in rows] == ["| joblib (2 at a time)", "| ensemble, fused (members one by one)"]
     assert rows[0].split(" | ")[2] == "1.00x" and rows[1].split(" | ")[3].endswith("/2")
+
+
+@pytest.mark.slow
+def test_time_to_solve_runs_preset_fast_and_the_defaults_side_by_side():
+    from conftest import TINY
+
+    # A threshold no evaluation misses: both runs converge at their first evaluation, 10 steps in.
+    quick = [*TINY, "train.steps=20", "train.eval_interval=10", "train.compile=false", "task.converge_threshold=1000"]
+    lines = load_speed().solve_table(1, quick)
+    assert lines[0] == ("| seed | preset=fast: sequences | preset=fast: seconds | plain defaults: sequences "
+                        "| plain defaults: seconds |")  # fmt: skip
+    row = lines[2].split(" | ")
+    assert row[0] == "| 1" and row[1] == "160" and row[3] == "10"  # preset=fast trains batches of 16, the defaults of 1
+    assert any(line.startswith("median seconds to solve, plain defaults / preset=fast: ") for line in lines)
