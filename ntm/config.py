@@ -232,7 +232,7 @@ class TrainConfig:
     # Time steps per call of the compiled step (NTM models trained alone). 4 trains about 1.5x faster
     # at batch 1 with the same numbers to float tolerance, but float-level differences send a
     # seed down another trajectory: the README's results were trained with 1, and with 4 one of
-    # preset=repeat_copy's seeds sat on a plateau instead (README, Performance).
+    # the previous preset=repeat_copy's seeds sat on a plateau instead (README, Performance).
     steps_per_call: int = 1
     # cpu, cuda, or auto (cuda when available). Batches are drawn on the CPU, so a seed gives the
     # same data on every device, and copied to the device.
