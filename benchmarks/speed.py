@@ -193,7 +193,7 @@ def speed_table(args) -> list[str]:
 SOLVERS = {"preset=fast": ["preset=fast"], "plain defaults": []}
 
 
-def solve_once(overrides: list[str], seed: int, run_dir: Path) -> tuple[int | None, float | None]:
+def solve_once(name: str, overrides: list[str], seed: int, run_dir: Path) -> tuple[int | None, float | None]:
     """One run.py process to the end: (sequences to converge, seconds from process start to the criterion)."""
     start = time.perf_counter()
     cmd = [sys.executable, str(ROOT / "run.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
@@ -204,9 +204,10 @@ def solve_once(overrides: list[str], seed: int, run_dir: Path) -> tuple[int | No
     summary = json.loads((run_dir / "summary.json").read_text())
     process_s = time.perf_counter() - start
     solved = summary["converged_time_s"]
-    # converged_time_s counts from the training loop's start; add the process start-up.
+    # converged_time_s counts from the training loop's start; add the process's time outside the
+    # loop (start-up, and the few seconds of writing its files at the end: an upper bound).
     seconds = None if solved is None else solved + process_s - summary["wall_time_s"]
-    print(f"{' '.join(overrides) or 'defaults'} seed {seed}: converged_at={summary['converged_at']} "
+    print(f"{name} seed {seed}: converged_at={summary['converged_at']} "
           f"solve_s={seconds} process_s={process_s:.0f}", file=sys.stderr, flush=True)  # fmt: skip
     return summary["converged_at"], seconds
 
@@ -219,7 +220,7 @@ def solve_table(seeds: int, extra: list[str]) -> list[str]:
         for seed in range(1, seeds + 1):
             for number, (name, overrides) in enumerate(SOLVERS.items()):
                 run_dir = Path(tmp) / f"solver{number}_seed{seed}"
-                results[name].append(solve_once([*overrides, *extra], seed, run_dir))
+                results[name].append(solve_once(name, [*overrides, *extra], seed, run_dir))
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     names = list(SOLVERS)
     header = " | ".join(f"{name}: sequences | {name}: seconds" for name in names)
@@ -243,9 +244,10 @@ def solve_table(seeds: int, extra: list[str]) -> list[str]:
             )
         else:
             lines.append(f"{name}: converged 0/{seeds}")
-    if len(medians) == len(names):
-        first, second = names
-        lines.append(f"median seconds to solve, {second} / {first}: {medians[second] / medians[first]:.2f}")
+    first = names[0]
+    for other in names[1:]:
+        if first in medians and other in medians:
+            lines.append(f"median seconds to solve, {other} / {first}: {medians[other] / medians[first]:.2f}")
     lines.append(f"peak RSS of one run {peak_mib:.0f} MiB")
     return lines
 
