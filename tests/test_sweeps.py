@@ -81,7 +81,7 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed(tmp_path):
     heartbeat, which optuna 2.10's fail_stale_trials never fails: the killed-sweep rerun hung on one."""
     import time
 
-    from hydra_plugins.ntm_optuna.sweeper import fail_stale_trials, open_storage
+    from hydra_plugins.ntm_optuna._impl import fail_stale_trials, open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=1)
     study = optuna.create_study(storage=storage)
@@ -108,7 +108,7 @@ def test_two_sweeps_share_one_study(tmp_path):
 
 
 def test_a_grid_asks_untried_points_first_then_failed_ones_and_never_a_running_or_finished_one():
-    from hydra_plugins.ntm_optuna.sweeper import ask, grid_order, grid_points
+    from hydra_plugins.ntm_optuna._impl import ask, grid_order, grid_points
     from ntm.optuna_compat import split_overrides
 
     distributions, fixed = split_overrides(["x=choice(1,2)", "y=choice(10,20)", "train.steps=5"])
