@@ -1,11 +1,13 @@
 """Training speed of the NTM: eager vs torch.compile'd time steps, and time to solve.
 
-    python benchmarks/speed.py                         # ms per sequence table, copy + repeat copy
+    python benchmarks/speed.py                         # ms per sequence table: copy, repeat copy, associative recall
     python benchmarks/speed.py --solve 4               # + time to solve copy, preset=fast vs the defaults, 4 seeds
     python benchmarks/speed.py --seed-repo PATH        # + pytorch-ntm's own train_batch, timed in this run
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
-the median over --repeats timings of --sequences sequences each, after warm-up. Five paths train the same
+the median over --repeats timings of --sequences sequences each, after warm-up, for each task's
+model as its preset trains it (model=ntm_per_task: pytorch-ntm's NTM for copy and repeat copy,
+the paper's feed-forward controller with 4 head pairs for associative recall). Five paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
 machine: eager; compiled (ntm.model.COMPILE_OPTIONS: a C++ wrapper calls the kernels; one time
 step a call); the same with inductor's defaults (a Python wrapper); with ntm.model.STEPS_PER_CALL
@@ -42,15 +44,27 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ntm.config import Config, NTMConfig, RMSpropConfig, TrainConfig  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from ntm.config import Config, TrainConfig, validate  # noqa: E402
+from ntm.hydra_glue import register_configs  # noqa: E402
 from ntm.model import NTM, STEPS_PER_CALL  # noqa: E402
 from ntm.tasks import Task, make_task  # noqa: E402
-from ntm.tasks.copy import CopyConfig  # noqa: E402
-from ntm.tasks.repeat_copy import RepeatCopyConfig  # noqa: E402
 from ntm.train import step_path, train_step  # noqa: E402
 
-TASKS = {"copy": CopyConfig, "repeat_copy": RepeatCopyConfig}
-SEED_TASKS = {"copy": "copy", "repeat_copy": "repeat-copy"}  # pytorch-ntm's names for them
+# Each task with the NTM its preset trains (model=ntm_per_task): pytorch-ntm's for copy and repeat
+# copy, the paper's feed-forward controller of 256 units with 4 head pairs for associative recall.
+TASKS = ["copy", "repeat_copy", "associative_recall"]
+SEED_TASKS = {"copy": "copy", "repeat_copy": "repeat-copy"}  # pytorch-ntm's names for the tasks it has
+register_configs()
+
+
+def task_config(name: str, batch_size: int) -> Config:
+    """What `python run.py task=NAME model=ntm_per_task train.batch_size=B` trains."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        overrides = [f"task={name}", "model=ntm_per_task", f"train.batch_size={batch_size}"]
+        return validate(compose(config_name="config", overrides=overrides))
+
 
 # Run inside a checkout of pytorch-ntm (its `ntm` package would shadow ours in this process).
 # Its tasks pass attrs' old `convert=` keyword, which current attrs names `converter=`, and its
@@ -111,17 +125,18 @@ PATHS = {
 }
 
 
-def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
+def time_paths(config: Config, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
     """Per path: median ms per sequence over `repeats` timings, and its warm-up (compile) seconds.
 
     The paths take turns, one timing each per round, so a machine that slows down for a while
     slows every path alike and their ratios hold."""
+    task = make_task(config.task)
     generator = torch.Generator().manual_seed(0)
-    batches = [task.sample(batch_size, generator) for _ in range(steps)]
+    batches = [task.sample(config.train.batch_size, generator) for _ in range(steps)]
     trained, warm_up = {}, {}
     for path, prepare in PATHS.items():  # all built before any compiles: compile_step resets torch's caches
         torch.manual_seed(0)
-        model = NTM(task.input_size, task.output_size)  # pytorch-ntm's sizes: LSTM 100, 128 x 20, one head pair
+        model = config.model.build(task)
         prepare(model)
         trained[path] = (model, torch.optim.RMSprop(model.parameters(), lr=1e-4, momentum=0.9, alpha=0.95))
     for path, (model, optimizer) in trained.items():
@@ -133,7 +148,7 @@ def time_paths(task, batch_size: int, steps: int, repeats: int) -> dict[str, tup
         for path, (model, optimizer) in trained.items():
             start = time.perf_counter()
             train_steps(model, optimizer, task, batches)
-            timings[path].append((time.perf_counter() - start) * 1000 / (steps * batch_size))
+            timings[path].append((time.perf_counter() - start) * 1000 / (steps * config.train.batch_size))
     return {path: (statistics.median(timings[path]), warm_up[path]) for path in PATHS}
 
 
@@ -149,12 +164,6 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
     return result["ms_per_seq"], result["threads"]
 
 
-def default_path(task_config, batch_size: int) -> str:
-    """The path `python run.py task=... train.batch_size=B` trains (a long run, trained alone)."""
-    config = Config(task=task_config, model=NTMConfig(), optimizer=RMSpropConfig(), train=TrainConfig(batch_size=batch_size))
-    return step_path(config, together=False)
-
-
 def speed_table(args) -> list[str]:
     header = ("| task | batch | eager ms/seq | compiled, Python wrapper ms/seq | compiled ms/seq "
               f"| compiled, {STEPS_PER_CALL} steps a call ms/seq | fused ms/seq | eager/compiled "
@@ -167,19 +176,21 @@ def speed_table(args) -> list[str]:
                    f"| pytorch-ntm ({one}) / compiled | pytorch-ntm ({one}) / fused |")  # fmt: skip
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
-        task = make_task(TASKS[name]())
         for batch_size in args.batch_sizes:
+            config = task_config(name, batch_size)
             steps = max(32, args.sequences // batch_size)
-            paths = time_paths(task, batch_size, steps, args.repeats)
+            paths = time_paths(config, steps, args.repeats)
             (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _), (fused, _) = (
                 paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call", "fused")
             )
-            default = default_path(TASKS[name](), batch_size)
+            default = step_path(config, together=False)  # a long run trained alone
             ours = paths[default][0]
             row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {chunked:.2f} "
                    f"| {fused:.2f} | {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / chunked:.2f}x "
                    f"| {fast / fused:.2f}x | {compile_s:.0f} | {default} | {1000 / ours:.0f} |")  # fmt: skip
-            if args.seed_repo:
+            if args.seed_repo and name not in SEED_TASKS:
+                row += " - |" * 6
+            elif args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
                 seed_default, default_threads = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, 0)
                 row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / ours:.1f}x "
@@ -254,7 +265,7 @@ def solve_table(seeds: int, extra: list[str]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128])
     parser.add_argument("--sequences", type=int, default=256, help="sequences per timing (steps = this / batch, >= 32)")
     parser.add_argument("--repeats", type=int, default=5)

@@ -2,7 +2,7 @@
 
 `train.compile=fused`: ntm/csrc/fused_ntm.cpp runs every time step of a sequence and its
 backpropagation through time with hand-written derivatives, for an NTM whose controller is one
-LSTM layer and whose heads act in one stage (all reads, then all writes). At batch 1 a time step
+layer, LSTM or feed-forward, and whose heads act in one stage (all reads, then all writes). At batch 1 a time step
 is a few dozen tiny tensor operations, and their per-call overhead, not arithmetic, is what a
 compiled step spends its time on; here a sequence is two calls. The eager step (NTM.step) stays
 the reference: tests compare losses and gradients with it.
@@ -33,6 +33,7 @@ class Dims(ctypes.Structure):
         ("controller_clip", ctypes.c_float),
         ("cell_clip", ctypes.c_float),
         ("add_tanh", ctypes.c_int),
+        ("feedforward", ctypes.c_int),
     ]
 
 
@@ -125,8 +126,8 @@ class FusedSequence(torch.autograd.Function):
 
 def unsupported(controller: str, controller_layers: int, head_stages: int) -> str | None:
     """What the fused sequence needs that this NTM lacks (the model config's words), or None."""
-    if controller != "lstm" or controller_layers != 1:
-        return "model.controller=lstm with model.controller_layers=1"
+    if controller_layers != 1:
+        return "model.controller_layers=1"
     if head_stages != 1:
         return "heads in one stage: every read head before every write head (model.head_order like rrww)"
     return None
@@ -136,13 +137,23 @@ def run_sequence(model, xs: torch.Tensor) -> torch.Tensor:
     """The logits (T, B, O) of model (an ntm.model.NTM) on xs (T, B, I), every step in one call."""
     T, B, _ = xs.shape
     state = model.initial_state(B)
-    ((h0, c0),) = state.controller
-    cell = model.controller.cells[0]
-    dims = Dims(T, B, xs.shape[2], cell.hidden_size, model.num_reads, model.num_writes, model.n, model.m,
-                model.shifts, model.output.out_features, model.controller_clip, model.controller.cell_clip,
-                int(model.add_activation == "tanh"))  # fmt: skip
-    inputs = (xs, h0, c0, state.reads, state.weights, state.memory, cell.weight_ih, cell.bias_ih, cell.weight_hh,
-              cell.bias_hh, model.head_params.weight, model.head_params.bias, model.output.weight, model.output.bias)  # fmt: skip
+    size = model.controller.output_size
+    if model.controller_name == "lstm":
+        ((h0, c0),) = state.controller
+        cell = model.controller.cells[0]
+        controller = (h0, c0, cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh)
+        cell_clip = model.controller.cell_clip
+    else:  # a tanh layer: no state, no recurrent weights
+        layer = model.controller.layers[0]
+        unused = xs.new_zeros(B, size)
+        controller = (unused, unused, layer.weight, layer.bias, xs.new_empty(0), xs.new_empty(0))
+        cell_clip = 0.0
+    h0, c0, w_ih, b_ih, w_hh, b_hh = controller
+    dims = Dims(T, B, xs.shape[2], size, model.num_reads, model.num_writes, model.n, model.m, model.shifts,
+                model.output.out_features, model.controller_clip, cell_clip, int(model.add_activation == "tanh"),
+                int(model.controller_name == "feedforward"))  # fmt: skip
+    inputs = (xs, h0, c0, state.reads, state.weights, state.memory, w_ih, b_ih, w_hh, b_hh,
+              model.head_params.weight, model.head_params.bias, model.output.weight, model.output.bias)  # fmt: skip
     if torch.is_grad_enabled():
         return FusedSequence.apply(dims, *inputs)
     return _forward(dims, [t.contiguous() for t in inputs], tape=None)

@@ -23,6 +23,7 @@ OPTIONS = [
     {"num_heads": 2, "memory_init": "learned", "add_activation": "tanh"},
     {"head_order": "rrw", "memory_init": "random", "cell_clip": 0.5, "controller_clip": 0.5},
     {"head_order": "rwww", "shift_range": 2, "controller_clip": 0.0},
+    {"controller": "feedforward", "num_heads": 2, "controller_clip": 0.5, "memory_init": "learned"},
 ]
 
 
@@ -63,7 +64,9 @@ def test_recording_runs_eager_steps_and_restores_the_fused_sequence():
     assert model._fused
 
 
-@pytest.mark.parametrize("options", [{"controller": "feedforward"}, {"controller_layers": 2}, {"head_order": "rwrw"}], ids=str)
+@pytest.mark.parametrize(
+    "options", [{"controller_layers": 2}, {"controller": "feedforward", "controller_layers": 2}, {"head_order": "rwrw"}], ids=str
+)
 def test_fuse_sequence_refuses_models_it_does_not_implement(options):
     model = NTM(9, 8, controller_size=8, memory_n=8, memory_m=4, **options)
     with pytest.raises(ValueError, match="fused sequence needs"):
@@ -73,7 +76,6 @@ def test_fuse_sequence_refuses_models_it_does_not_implement(options):
 @pytest.mark.parametrize(
     "overrides, allowed",
     [
-        ([*TINY, "model.controller=feedforward"], "model.controller=lstm"),
         ([*TINY, "model.controller_layers=2"], "model.controller_layers=1"),
         ([*TINY, "model.head_order=rwrw"], "one stage"),
         (["model=lstm"], "model=ntm"),
@@ -103,8 +105,10 @@ def test_a_plain_run_trains_the_fused_sequence(tmp_path):
         ([f"train.batch_size={FUSED_AUTO_MAX_BATCH}"], "fused", "compiled"),
         ([f"train.batch_size={FUSED_AUTO_MAX_BATCH + 1}"], "compiled", "compiled"),
         (["train.steps_per_call=4"], "compiled", "compiled"),
-        (["model.controller=feedforward"], "compiled", "compiled"),
-        (["model.controller=feedforward", "train.steps=100"], "eager", "eager"),
+        (["model.controller=feedforward"], "fused", "compiled"),
+        (["model.controller=feedforward", "train.steps=100"], "fused", "eager"),
+        (["model.controller_layers=2"], "compiled", "compiled"),
+        (["model.controller_layers=2", "train.steps=100"], "eager", "eager"),
         (["train.compile=true"], "compiled", "compiled"),
         (["train.compile=false"], "eager", "eager"),
         (["train.compile=fused"], "fused", "fused"),

@@ -1,7 +1,8 @@
 // A whole sequence of NTM time steps, forward and backward, in one call (ntm/fused.py).
 //
-// The model is ntm.model.NTM with one LSTM layer as its controller and its heads in one stage
-// (all reads, then all writes: "rw", "rrww", ...). Forward runs every time step and keeps on a
+// The model is ntm.model.NTM with one controller layer, LSTM or feed-forward (tanh; no state,
+// so Whh, bhh, h0 and c0 go unused), and its heads in one stage (all reads, then all writes:
+// "rw", "rrww", ...). Forward runs every time step and keeps on a
 // tape what the backward needs (given no tape, only the outputs); backward runs the steps in reverse (backpropagation through
 // time) with each derivative written out by hand. Plain loops over float arrays: at batch 1 a
 // time step is about 70k multiply-adds, and a loop costs less than dispatching tens of small
@@ -21,6 +22,7 @@ struct Dims {
     int T, B, I, C, R, W, N, M, S, O;
     float controller_clip, cell_clip;
     int add_tanh;
+    int feedforward;  // 1: the controller is tanh(Wih u + bih); 0: an LSTM step
 };
 
 }  // extern "C"
@@ -139,7 +141,7 @@ void ntm_forward(const Dims* dp, const float* xs, const float* h0, const float* 
         for (int t = 0; t < d.T; ++t) {
             // without a tape (no backward to come) every step writes its values to one scratch step
             float* tp = tape ? tape + ((long)t * d.B + b) * L.size : scratch.data();
-            // the controller: one LSTM step on [x; reads]
+            // the controller on [x; reads]: one LSTM step, or one tanh layer
             float* u = tp + L.u;
             std::memcpy(u, xs + ((long)t * d.B + b) * d.I, d.I * sizeof(float));
             std::memcpy(u + d.I, reads.data(), R * M * sizeof(float));
@@ -147,21 +149,26 @@ void ntm_forward(const Dims* dp, const float* xs, const float* h0, const float* 
             std::memcpy(tp + L.cprev, c.data(), C * sizeof(float));
             std::memcpy(tp + L.wprev, w.data(), H * N * sizeof(float));
             std::memcpy(tp + L.mem, mem.data(), N * M * sizeof(float));
-            gemv(Wih, u, bih, gates.data(), 4 * C, U);
-            std::vector<float>& g = gates;
-            gemv(Whh, h.data(), bhh, hh.data(), 4 * C, C);
-            for (int j = 0; j < 4 * C; ++j) g[j] += hh[j];
-            for (int j = 0; j < C; ++j) {
-                const float ig = sigmoid(g[j]), fg = sigmoid(g[C + j]), gg = std::tanh(g[2 * C + j]),
-                            og = sigmoid(g[3 * C + j]);
-                const float cpre = fg * c[j] + ig * gg;
-                const float cn = d.cell_clip > 0 ? clampf(cpre, d.cell_clip) : cpre;
-                const float tc = std::tanh(cn);
-                tp[L.ig + j] = ig; tp[L.fg + j] = fg; tp[L.gg + j] = gg; tp[L.og + j] = og;
-                tp[L.cpre + j] = cpre; tp[L.tc + j] = tc;
-                c[j] = cn;
-                h[j] = og * tc;
-                tp[L.hnew + j] = h[j];
+            if (d.feedforward) {
+                gemv(Wih, u, bih, gates.data(), C, U);
+                for (int j = 0; j < C; ++j) tp[L.hnew + j] = h[j] = std::tanh(gates[j]);
+            } else {
+                gemv(Wih, u, bih, gates.data(), 4 * C, U);
+                std::vector<float>& g = gates;
+                gemv(Whh, h.data(), bhh, hh.data(), 4 * C, C);
+                for (int j = 0; j < 4 * C; ++j) g[j] += hh[j];
+                for (int j = 0; j < C; ++j) {
+                    const float ig = sigmoid(g[j]), fg = sigmoid(g[C + j]), gg = std::tanh(g[2 * C + j]),
+                                og = sigmoid(g[3 * C + j]);
+                    const float cpre = fg * c[j] + ig * gg;
+                    const float cn = d.cell_clip > 0 ? clampf(cpre, d.cell_clip) : cpre;
+                    const float tc = std::tanh(cn);
+                    tp[L.ig + j] = ig; tp[L.fg + j] = fg; tp[L.gg + j] = gg; tp[L.og + j] = og;
+                    tp[L.cpre + j] = cpre; tp[L.tc + j] = tc;
+                    c[j] = cn;
+                    h[j] = og * tc;
+                    tp[L.hnew + j] = h[j];
+                }
             }
             // the heads' parameters
             float* p = tp + L.p;
@@ -384,30 +391,35 @@ void ntm_backward(const Dims* dp, const float* tape, const float* dlogits, const
             outer_acc(dWp, dpc.data(), hnew, L.P, C);
             for (int j = 0; j < L.P; ++j) dbp[j] += dpc[j];
             gemv_t_acc(Wp, dpc.data(), dh.data(), L.P, C);
-            // the LSTM step
-            for (int j = 0; j < C; ++j) {
-                const float ig = tp[L.ig + j], fg = tp[L.fg + j], gg = tp[L.gg + j], og = tp[L.og + j],
-                            tc = tp[L.tc + j];
-                const float dog = dh[j] * tc;
-                float dc = dc_c[j] + dh[j] * og * (1.0f - tc * tc);
-                if (d.cell_clip > 0) dc *= clamp_mask(tp[L.cpre + j], d.cell_clip);
-                dc_c[j] = dc * fg;
-                dgates[j] = dc * gg * ig * (1.0f - ig);
-                dgates[C + j] = dc * tp[L.cprev + j] * fg * (1.0f - fg);
-                dgates[2 * C + j] = dc * ig * (1.0f - gg * gg);
-                dgates[3 * C + j] = dog * og * (1.0f - og);
+            // the controller step: G gate rows (an LSTM's 4 per unit, a tanh layer's 1)
+            const int G = d.feedforward ? C : 4 * C;
+            if (d.feedforward) {
+                for (int j = 0; j < C; ++j) dgates[j] = dh[j] * (1.0f - hnew[j] * hnew[j]);
+            } else {
+                for (int j = 0; j < C; ++j) {
+                    const float ig = tp[L.ig + j], fg = tp[L.fg + j], gg = tp[L.gg + j], og = tp[L.og + j],
+                                tc = tp[L.tc + j];
+                    const float dog = dh[j] * tc;
+                    float dc = dc_c[j] + dh[j] * og * (1.0f - tc * tc);
+                    if (d.cell_clip > 0) dc *= clamp_mask(tp[L.cpre + j], d.cell_clip);
+                    dc_c[j] = dc * fg;
+                    dgates[j] = dc * gg * ig * (1.0f - ig);
+                    dgates[C + j] = dc * tp[L.cprev + j] * fg * (1.0f - fg);
+                    dgates[2 * C + j] = dc * ig * (1.0f - gg * gg);
+                    dgates[3 * C + j] = dog * og * (1.0f - og);
+                }
             }
-            outer_acc(dWih, dgates.data(), tp + L.u, 4 * C, U);
-            outer_acc(dWhh, dgates.data(), tp + L.hprev, 4 * C, C);
-            for (int j = 0; j < 4 * C; ++j) {
-                dbih[j] += dgates[j];
-                dbhh[j] += dgates[j];
-            }
+            outer_acc(dWih, dgates.data(), tp + L.u, G, U);
+            for (int j = 0; j < G; ++j) dbih[j] += dgates[j];
             std::fill(du.begin(), du.end(), 0.0f);
-            gemv_t_acc(Wih, dgates.data(), du.data(), 4 * C, U);
+            gemv_t_acc(Wih, dgates.data(), du.data(), G, U);
             std::memcpy(dread_c.data(), du.data() + d.I, RM * sizeof(float));
-            std::fill(dh_c.begin(), dh_c.end(), 0.0f);
-            gemv_t_acc(Whh, dgates.data(), dh_c.data(), 4 * C, C);
+            std::fill(dh_c.begin(), dh_c.end(), 0.0f);  // a tanh layer keeps no state between steps
+            if (!d.feedforward) {
+                outer_acc(dWhh, dgates.data(), tp + L.hprev, G, C);
+                for (int j = 0; j < G; ++j) dbhh[j] += dgates[j];
+                gemv_t_acc(Whh, dgates.data(), dh_c.data(), G, C);
+            }
             std::memcpy(dmem_c.data(), dmem.data(), N * M * sizeof(float));
         }
         std::memcpy(dh0 + (long)b * C, dh_c.data(), C * sizeof(float));
