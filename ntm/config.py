@@ -224,7 +224,7 @@ class TrainConfig:
     threads: int = 1  # torch intra-op threads; 0 keeps torch's default
     # How time steps run (ntm.train.step_path): true: each through torch.compile; false: eager,
     # the reference; fused: each whole sequence, forward and backward, in one call of a C++
-    # library built for this CPU (ntm.fused; an NTM with one LSTM layer and its heads in one
+    # library built for this CPU (ntm.fused; an NTM with one controller layer and its heads in one
     # stage). auto: fused for such an NTM trained alone at batch <= 4, where it is several times
     # faster; otherwise compiled when the run repays the one-off compile, else eager. Every path
     # gives the eager numbers to float tolerance.
