@@ -107,6 +107,27 @@ def test_two_sweeps_share_one_study(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4, "n_trials is the study's total, shared by both"
 
 
+def test_a_continued_study_does_not_propose_its_first_points_again(tmp_path):
+    from hydra_plugins.ntm_optuna._impl import ask, continue_sampling
+    from ntm.optuna_compat import split_overrides
+
+    distributions, _ = split_overrides(["optimizer.lr=tag(log,interval(1e-5,1e-2))", "x=choice(1,2,3,4,5,6,7,8)"])
+    storage = f"sqlite:///{tmp_path}/study.db"
+
+    def session(n: int) -> list[dict]:  # a sweep process: a new seeded sampler on the stored study
+        study = optuna.create_study(study_name="s", storage=storage, sampler=optuna.samplers.TPESampler(seed=123),
+                                    load_if_exists=True)  # fmt: skip
+        continue_sampling(study.sampler, study.get_trials(deepcopy=False))
+        asked = [ask(study, distributions, None) for _ in range(n)]
+        for trial in asked:
+            study.tell(trial, 1.0)
+        return [trial.params for trial in asked]
+
+    first = session(3)
+    assert session(3) != first, "the continued study proposed its first points again"
+    assert not continue_sampling(optuna.samplers.TPESampler(seed=123), []), "a new study keeps its seed"
+
+
 def test_a_grid_asks_untried_points_first_then_failed_ones_and_never_a_running_or_finished_one():
     from hydra_plugins.ntm_optuna._impl import ask, grid_order, grid_points
     from ntm.optuna_compat import split_overrides

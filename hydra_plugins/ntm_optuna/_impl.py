@@ -103,6 +103,8 @@ class OptunaSweep:
         study_id = storage.get_study_id_from_name(study.study_name)
         log.info("Study %s in %s: %d trials in all, %s", study.study_name, self.storage_url, n_trials,
                  "grid" if grid else type(sampler).__name__)  # fmt: skip
+        if not grid and continue_sampling(sampler, storage.get_all_trials(study_id, deepcopy=False)):
+            log.info("Study %s continued: its sampler reseeded, so it does not propose its first points again", study.study_name)
 
         failed_here = 0  # a trial that fails is asked again by the next invocation, not by this one
         while True:
@@ -175,6 +177,17 @@ class OptunaSweep:
         log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
         results = {"name": "ntm_optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+def continue_sampling(sampler: optuna.samplers.BaseSampler, trials: list) -> bool:
+    """A seeded sampler in a new process draws the random numbers it drew in the first: a
+    continued study's sampler would propose its first points again (TPE's start-up trials are
+    random), and each repeat would count as one of n_trials. Reseed it where the study has trials
+    (from the operating system's entropy: a continued search is not replayed); True if it did."""
+    if not trials:
+        return False
+    sampler.reseed_rng()
+    return True
 
 
 def ask(study: optuna.Study, distributions: dict, point: dict | None) -> optuna.trial.Trial:
