@@ -6,8 +6,9 @@
 
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
 the median over --repeats timings of --sequences sequences each, after warm-up, for each task's
-model as its preset trains it (model=ntm_per_task: pytorch-ntm's NTM for copy and repeat copy,
-the paper's feed-forward controller with 4 head pairs for associative recall). Five paths train the same
+model as its preset trains it (model=ntm_per_task: pytorch-ntm's NTM for copy and repeat copy, a
+feed-forward controller of 256 units for associative recall), changed by any overrides given
+(e.g. model.num_heads=4: the paper's associative-recall NTM). Five paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
 machine: eager; compiled (ntm.model.COMPILE_OPTIONS: a C++ wrapper calls the kernels; one time
 step a call); the same with inductor's defaults (a Python wrapper); with ntm.model.STEPS_PER_CALL
@@ -53,16 +54,16 @@ from ntm.tasks import Task, make_task  # noqa: E402
 from ntm.train import step_path, train_step  # noqa: E402
 
 # Each task with the NTM its preset trains (model=ntm_per_task): pytorch-ntm's for copy and repeat
-# copy, the paper's feed-forward controller of 256 units with 4 head pairs for associative recall.
+# copy, a feed-forward controller of 256 units for associative recall.
 TASKS = ["copy", "repeat_copy", "associative_recall"]
 SEED_TASKS = {"copy": "copy", "repeat_copy": "repeat-copy"}  # pytorch-ntm's names for the tasks it has
 register_configs()
 
 
-def task_config(name: str, batch_size: int) -> Config:
-    """What `python run.py task=NAME model=ntm_per_task train.batch_size=B` trains."""
+def task_config(name: str, batch_size: int, extra: list[str]) -> Config:
+    """What `python run.py task=NAME model=ntm_per_task train.batch_size=B EXTRA` trains."""
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        overrides = [f"task={name}", "model=ntm_per_task", f"train.batch_size={batch_size}"]
+        overrides = [f"task={name}", "model=ntm_per_task", f"train.batch_size={batch_size}", *extra]
         return validate(compose(config_name="config", overrides=overrides))
 
 
@@ -177,7 +178,7 @@ def speed_table(args) -> list[str]:
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name in args.tasks:
         for batch_size in args.batch_sizes:
-            config = task_config(name, batch_size)
+            config = task_config(name, batch_size, args.overrides)
             steps = max(32, args.sequences // batch_size)
             paths = time_paths(config, steps, args.repeats)
             (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _), (fused, _) = (
@@ -276,7 +277,7 @@ def main() -> None:
     parser.add_argument("--seed-repo", type=Path, metavar="PATH",
                         help="a checkout of loudinthecloud/pytorch-ntm: time its train.py's train_batch beside ours")  # fmt: skip
     parser.add_argument("--no-speed", action="store_true", help="skip the ms/seq table")
-    parser.add_argument("overrides", nargs="*", help="extra run.py overrides for --solve")
+    parser.add_argument("overrides", nargs="*", help="extra run.py overrides: the speed table's models, and --solve's runs")
     args = parser.parse_args()
     if args.seed_repo and not (args.seed_repo / "train.py").is_file():
         parser.error(f"--seed-repo {args.seed_repo}: no train.py there (expected a checkout of loudinthecloud/pytorch-ntm)")

@@ -361,7 +361,7 @@ def test_the_paper_sweep_trains_each_preset_and_the_lstm_on_the_same_budget_in_s
         assert ntm.model.name == "ntm" and lstm.model.name == "lstm"
         assert ntm.train == lstm.train and ntm.optimizer == lstm.optimizer and ntm.task == lstm.task
         assert ntm.train.steps * ntm.train.batch_size == budget and not ntm.train.stop_at_convergence
-    assert validate(compose_config(["preset=associative_recall", "sweep=paper"])).model.num_heads == 4
+    assert validate(compose_config(["preset=associative_recall", "sweep=paper"])).model.controller == "feedforward"
     with pytest.raises(ConfigError, match="no value for task 'sort'"):
         for_task("sort", {"copy": 1})
 
