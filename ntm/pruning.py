@@ -8,7 +8,9 @@ process (hydra/launcher=ensemble) each find their own trial. Outside such a swee
 A trial scored on several seeds (hydra.sweeper.seeds) runs one job per seed. Each job records its
 cost at each evaluation on the trial; the job that completes an evaluation's set reports the worst
 of them as the trial's value there, so the pruner compares trials by their worst seed, as the
-sweeper scores them.
+sweeper scores them. The set is that of the seeds whose jobs have started: with more seeds than
+jobs at a time, the first seeds' jobs report (and can be pruned) without waiting for seeds that
+will run after them, and those stop at their first evaluation if the trial was pruned meanwhile.
 """
 
 import hashlib
@@ -26,6 +28,7 @@ SEEDS_ENV = "NTM_OPTUNA_SEEDS"  # the trial's seeds, comma-separated: set when a
 SEED_ENV = "NTM_OPTUNA_SEED"  # this job's seed among them
 PRUNED_ATTR = "ntm_pruned"  # set on a trial the job stopped, so the sweeper tells it PRUNED
 SEED_COST_ATTR = "ntm_cost"  # ntm_cost:<sequences>:<seed> = one seed's cost at one evaluation
+SEED_STARTED_ATTR = "ntm_started"  # ntm_started:<seed>: that seed's job has started
 
 
 def encode_seeds(seeds: list[int]) -> str:
@@ -53,6 +56,8 @@ class TrialReporter:
         self.study = optuna.load_study(study_name=study_name, storage=self.storage, pruner=pruner)
         self.trial_id, self.seed, self.seeds = trial_id, seed, seeds
         self.ended = False  # the sweep ended the trial while this job ran
+        if seeds:
+            self.storage.set_trial_system_attr(trial_id, f"{SEED_STARTED_ATTR}:{seed}", True)
 
     def should_stop(self, sequences: int, cost: float) -> bool:
         if self.ended:
@@ -80,8 +85,9 @@ class TrialReporter:
         return True
 
     def worst_of_seeds_should_stop(self, sequences: int, cost: float) -> bool:
-        """Record this seed's cost; the job that completes the seeds' costs at `sequences`
-        reports their worst and asks the pruner; every job stops once one has been pruned.
+        """Record this seed's cost; the job that completes the started seeds' costs at
+        `sequences` reports their worst and asks the pruner; every job stops once one has been
+        pruned.
 
         Under the study's lock: the pruner keeps its own records on the trial, which two jobs
         asking at once would both write. A seed that stops at its criterion reports no more and
@@ -92,7 +98,8 @@ class TrialReporter:
             attrs = self.storage.get_trial(self.trial_id).system_attrs
             if attrs.get(PRUNED_ATTR):
                 return True
-            costs = [attrs.get(f"{prefix}{seed}") for seed in self.seeds]
+            started = [seed for seed in self.seeds if attrs.get(f"{SEED_STARTED_ATTR}:{seed}")]
+            costs = [attrs.get(f"{prefix}{seed}") for seed in started]
             if None in costs:
                 return False
             return self.report(sequences, max(costs))

@@ -102,6 +102,25 @@ def test_trials_on_several_seeds_score_and_prune_by_their_worst_seed(tmp_path):
             assert value == pytest.approx(max(costs))
 
 
+def test_seeds_whose_jobs_have_not_started_do_not_hold_back_the_others_reports(tmp_path):
+    """4 seeds, 2 jobs at a time: seeds 1 and 2 report their worst without waiting for seeds 3
+    and 4, which start after them; a seed that has started is waited for."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="hpo", storage=storage)
+    rdb = optuna.storages.RDBStorage(storage)
+    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name("hpo"), study.ask().number)
+    seeds = (1, 2, 3, 4)
+    first, second = (TrialReporter(storage, "hpo", trial_id, None, seed, seeds) for seed in (1, 2))
+    assert not first.should_stop(100, 5.0) and rdb.get_trial(trial_id).intermediate_values == {}, "seed 2 has started"
+    assert not second.should_stop(100, 7.0)
+    assert rdb.get_trial(trial_id).intermediate_values == {100: 7.0}
+    third = TrialReporter(storage, "hpo", trial_id, None, 3, seeds)
+    assert not first.should_stop(200, 4.0) and not second.should_stop(200, 3.0)
+    assert 200 not in rdb.get_trial(trial_id).intermediate_values, "seed 3 has started: its cost is waited for"
+    third.should_stop(200, 6.0)
+    assert rdb.get_trial(trial_id).intermediate_values == {100: 7.0, 200: 6.0}
+
+
 def test_trials_on_several_seeds_refuse_a_seed_on_the_command_line(tmp_path):
     result = run_py_here("-m", "sweep=hpo", "hydra.sweeper.seeds=[1,2]", "seed=3", cwd=tmp_path)
     assert result.returncode == 2 and "hydra.sweeper.seeds=[1, 2]" in result.stderr
