@@ -7,8 +7,9 @@
 ms/seq is one full training step (forward, backward, clip, optimiser) divided by the batch size,
 the median over --repeats timings of --sequences sequences each, after warm-up, for each task's
 model as its preset trains it (model=ntm_per_task: pytorch-ntm's NTM for copy and repeat copy, a
-feed-forward controller of 256 units for associative recall), changed by any overrides given
-(e.g. model.num_heads=4: the paper's associative-recall NTM). Five paths train the same
+feed-forward controller of 256 units for associative recall), changed by the model overrides
+given, for every task timed (e.g. `--tasks associative_recall model.num_heads=4`: the paper's
+associative-recall NTM). The optimiser and clipping are pytorch-ntm's for every path. Five paths train the same
 model from the same weights on the same batches in this process, so their ratios hold on a noisy
 machine: eager; compiled (ntm.model.COMPILE_OPTIONS: a C++ wrapper calls the kernels; one time
 step a call); the same with inductor's defaults (a Python wrapper); with ntm.model.STEPS_PER_CALL

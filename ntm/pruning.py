@@ -13,6 +13,7 @@ jobs at a time, the first seeds' jobs report (and can be pruned) without waiting
 will run after them, and those stop at their first evaluation if the trial was pruned meanwhile.
 """
 
+import copy
 import hashlib
 import logging
 from contextlib import contextmanager
@@ -57,7 +58,11 @@ class TrialReporter:
         self.trial_id, self.seed, self.seeds = trial_id, seed, seeds
         self.ended = False  # the sweep ended the trial while this job ran
         if seeds:
-            self.storage.set_trial_system_attr(trial_id, f"{SEED_STARTED_ATTR}:{seed}", True)
+            try:
+                self.storage.set_trial_system_attr(trial_id, f"{SEED_STARTED_ATTR}:{seed}", True)
+            except RuntimeError:  # the trial is over (trial_has_ended): this job trains on, unreported
+                if not self.trial_has_ended():
+                    raise
 
     def should_stop(self, sequences: int, cost: float) -> bool:
         if self.ended:
@@ -105,9 +110,16 @@ class TrialReporter:
             return self.report(sequences, max(costs))
 
     def report(self, sequences: int, cost: float) -> bool:
-        """Report the trial's cost at `sequences` and ask the pruner; marks the trial pruned if so."""
+        """Report the trial's cost at `sequences` and ask the pruner; marks the trial pruned if so.
+
+        A seed that started after its siblings completes evaluations the trial has passed: the
+        pruner (which judges a trial at its last step) is asked about the trial as it stood then."""
         self.storage.set_trial_intermediate_value(self.trial_id, sequences, cost)
-        if not self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id)):
+        trial = self.storage.get_trial(self.trial_id)
+        if trial.last_step > sequences:
+            trial = copy.copy(trial)
+            trial.intermediate_values = {step: v for step, v in trial.intermediate_values.items() if step <= sequences}
+        if not self.study.pruner.prune(self.study, trial):
             return False
         self.mark_pruned()
         return True

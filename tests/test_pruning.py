@@ -121,6 +121,32 @@ def test_seeds_whose_jobs_have_not_started_do_not_hold_back_the_others_reports(t
     assert rdb.get_trial(trial_id).intermediate_values == {100: 7.0, 200: 6.0}
 
 
+def test_a_seed_that_starts_after_its_siblings_finished_is_judged_at_its_own_evaluations(tmp_path):
+    """Seeds 1 and 2 trained the whole budget, well; seed 3, queued behind them, is bad from its
+    first evaluation: the pruner judges the trial as it stood at that evaluation, not at the last
+    step seeds 1 and 2 reached. A job that starts after its trial is over trains on, unreported."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="hpo", storage=storage)
+    for _ in range(2):  # finished trials at 1.0 at every step: the median
+        done = study.ask()
+        for step in (100, 200, 300):
+            done.report(1.0, step)
+        study.tell(done, 1.0)
+    rdb = optuna.storages.RDBStorage(storage)
+    trial = study.ask()
+    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name("hpo"), trial.number)
+    pruner, seeds = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0), (1, 2, 3, 4)
+    first, second = (TrialReporter(storage, "hpo", trial_id, pruner, seed, seeds) for seed in (1, 2))
+    for step in (100, 200, 300):
+        assert not first.should_stop(step, 0.5) and not second.should_stop(step, 0.5)
+    third = TrialReporter(storage, "hpo", trial_id, pruner, 3, seeds)
+    assert third.should_stop(100, 5.0), "seed 3 is above the median at 100"
+    assert rdb.get_trial(trial_id).intermediate_values == {100: 5.0, 200: 0.5, 300: 0.5}
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    fourth = TrialReporter(storage, "hpo", trial_id, pruner, 4, seeds)
+    assert not fourth.should_stop(100, 5.0) and fourth.ended
+
+
 def test_trials_on_several_seeds_refuse_a_seed_on_the_command_line(tmp_path):
     result = run_py_here("-m", "sweep=hpo", "hydra.sweeper.seeds=[1,2]", "seed=3", cwd=tmp_path)
     assert result.returncode == 2 and "hydra.sweeper.seeds=[1, 2]" in result.stderr

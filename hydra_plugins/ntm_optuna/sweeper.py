@@ -1,5 +1,5 @@
 """The plugin Hydra finds (`hydra/sweeper=ntm_optuna`). Hydra imports every plugin module when it
-starts, a single `python run.py` included, and optuna takes about a second to import: the sweep
+starts, a single `python run.py` included, and optuna takes seconds to import: the sweep
 itself lives in _impl.py, a module Hydra's scan skips, imported when a sweep starts (as
 hydra-optuna-sweeper does)."""
 
