@@ -141,14 +141,13 @@ def run_sequence(model, xs: torch.Tensor) -> torch.Tensor:
     if model.controller_name == "lstm":
         ((h0, c0),) = state.controller
         cell = model.controller.cells[0]
-        controller = (h0, c0, cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh)
+        w_ih, b_ih, w_hh, b_hh = cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh
         cell_clip = model.controller.cell_clip
-    else:  # a tanh layer: no state, no recurrent weights
+    else:  # a tanh layer: no state and no recurrent weights, which the library leaves unread
         layer = model.controller.layers[0]
-        unused = xs.new_zeros(B, size)
-        controller = (unused, unused, layer.weight, layer.bias, xs.new_empty(0), xs.new_empty(0))
+        h0 = c0 = xs.new_zeros(B, size)
+        w_ih, b_ih, w_hh, b_hh = layer.weight, layer.bias, xs.new_empty(0), xs.new_empty(0)
         cell_clip = 0.0
-    h0, c0, w_ih, b_ih, w_hh, b_hh = controller
     dims = Dims(T, B, xs.shape[2], size, model.num_reads, model.num_writes, model.n, model.m, model.shifts,
                 model.output.out_features, model.controller_clip, cell_clip, int(model.add_activation == "tanh"),
                 int(model.controller_name == "feedforward"))  # fmt: skip

@@ -58,23 +58,23 @@ class TrialReporter:
         self.trial_id, self.seed, self.seeds = trial_id, seed, seeds
         self.ended = False  # the sweep ended the trial while this job ran
         if seeds:
-            try:
-                self.storage.set_trial_system_attr(trial_id, f"{SEED_STARTED_ATTR}:{seed}", True)
-            except RuntimeError:  # the trial is over (trial_has_ended): this job trains on, unreported
-                if not self.trial_has_ended():
-                    raise
+            self.unless_ended(lambda: self.storage.set_trial_system_attr(trial_id, f"{SEED_STARTED_ATTR}:{seed}", True))
 
     def should_stop(self, sequences: int, cost: float) -> bool:
         if self.ended:
             return False
+        ask = self.worst_of_seeds_should_stop if self.seeds else self.report
+        return bool(self.unless_ended(lambda: ask(sequences, cost)))
+
+    def unless_ended(self, update):
+        """update()'s result, or None where Optuna refuses it because the trial is over
+        ("finished trials cannot be updated", a RuntimeError on both of its lines)."""
         try:
-            if self.seeds:
-                return self.worst_of_seeds_should_stop(sequences, cost)
-            return self.report(sequences, cost)
-        except RuntimeError:  # Optuna's "finished trials cannot be updated", on both of its lines
+            return update()
+        except RuntimeError:
             if not self.trial_has_ended():
                 raise
-            return False
+            return None
 
     def trial_has_ended(self) -> bool:
         """Whether the trial is finished while its job still trains: a sweep killed while its
