@@ -5,6 +5,7 @@ Readable top to bottom: open the folder, set up, resume, loop, finish.
 
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import time
@@ -67,11 +68,31 @@ def scheduler_signal() -> signal.Signals | None:
     return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").removeprefix("SIG")]
 
 
+class StopRequests:
+    """Why the loop should stop after this step, checked between steps: a signal received, or,
+    in a worker of a process pool (the joblib launcher's loky workers), the end of the process
+    that started it. A sweep killed alone (`kill PID`, not Ctrl-C, which signals the whole
+    process group) would otherwise leave its workers training on and writing run folders that a
+    rerun of the sweep also writes."""
+
+    def __init__(self):
+        self.signals: list[int] = []
+        pool = multiprocessing.parent_process()
+        self.pool_parent = pool.pid if pool is not None and pool.pid == os.getppid() else None
+
+    def reason(self) -> str | None:
+        if self.signals:
+            return signal.Signals(self.signals[0]).name
+        if self.pool_parent is not None and os.getppid() != self.pool_parent:
+            return f"the end of its parent process {self.pool_parent}"
+        return None
+
+
 @contextmanager
 def stop_requests():
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so that the checkpoint
-    it then writes is of a whole step (the loop then raises Interrupted). Signals can only be
-    caught in the main thread.
+    """Turn SIGINT/SIGTERM into a StopRequests the loop checks between steps, so that the
+    checkpoint it then writes is of a whole step (the loop then raises Interrupted). Signals can
+    only be caught in the main thread.
 
     In a SLURM job started by submitit the scheduler stops the run: SIGTERM when it requeues,
     preempts or cancels the job, and submitit's signal before a time limit. After the checkpoint
@@ -79,7 +100,8 @@ def stop_requests():
     that SLURM's state of the job says what follows: a requeued job starts again and resumes
     from the checkpoint; submitit's own handler, given its signal back, requeues the job
     itself; a cancelled job is a failed trial with SLURM's reason."""
-    received: list[int] = []
+    requests = StopRequests()
+    received = requests.signals
     previous = {}
     handed_back = scheduler_signal()
     try:
@@ -88,9 +110,9 @@ def stop_requests():
     except ValueError:
         pass  # not the main thread: signals keep their default behaviour
     try:
-        yield received
+        yield requests
     except Interrupted:
-        if handed_back is None or not previous:
+        if handed_back is None or not previous or not received:
             raise
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -569,7 +591,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
         run.log.info("Finished: %s", json.dumps(summaries[k]))
 
     progress = tqdm(total=t.steps, initial=step, disable=not t.progress, desc="train")
-    with logging_redirect_tqdm(), progress as bar, stop_requests() as signals:
+    with logging_redirect_tqdm(), progress as bar, stop_requests() as stops:
         while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
             if t.lr_half_life:
@@ -625,8 +647,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
                 elif t.checkpoint_interval and step % t.checkpoint_interval == 0:
                     run.save_checkpoint(models, step, sequences, started)
             models = without_finished(models, runs, config)
-            if signals and any(run.active for run in runs):
-                name = signal.Signals(signals[0]).name
+            name = stops.reason()
+            if name and any(run.active for run in runs):
                 for run in runs:
                     if run.active:
                         run.save_checkpoint(models, step, sequences, started)
