@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from ntm.config import Config, TrainConfig, validate  # noqa: E402
+from ntm.config import Config, TrainConfig, fused_unsupported, validate  # noqa: E402
 from ntm.hydra_glue import register_configs  # noqa: E402
 from ntm.model import NTM, STEPS_PER_CALL  # noqa: E402
 from ntm.tasks import Task, make_task  # noqa: E402
@@ -128,15 +128,17 @@ PATHS = {
 
 
 def time_paths(config: Config, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """Per path: median ms per sequence over `repeats` timings, and its warm-up (compile) seconds.
+    """Per path: median ms per sequence over `repeats` timings, and its warm-up (compile) seconds;
+    a path the model cannot take (fused, for a controller it does not implement) is left out.
 
     The paths take turns, one timing each per round, so a machine that slows down for a while
     slows every path alike and their ratios hold."""
     task = make_task(config.task)
     generator = torch.Generator().manual_seed(0)
     batches = [task.sample(config.train.batch_size, generator) for _ in range(steps)]
+    paths = {path: prepare for path, prepare in PATHS.items() if path != "fused" or not fused_unsupported(config)}
     trained, warm_up = {}, {}
-    for path, prepare in PATHS.items():  # all built before any compiles: compile_step resets torch's caches
+    for path, prepare in paths.items():  # all built before any compiles: compile_step resets torch's caches
         torch.manual_seed(0)
         model = config.model.build(task)
         prepare(model)
@@ -145,13 +147,13 @@ def time_paths(config: Config, steps: int, repeats: int) -> dict[str, tuple[floa
         start = time.perf_counter()
         train_steps(model, optimizer, task, batches[:2])
         warm_up[path] = time.perf_counter() - start
-    timings = {path: [] for path in PATHS}
+    timings = {path: [] for path in paths}
     for _ in range(repeats):
         for path, (model, optimizer) in trained.items():
             start = time.perf_counter()
             train_steps(model, optimizer, task, batches)
             timings[path].append((time.perf_counter() - start) * 1000 / (steps * config.train.batch_size))
-    return {path: (statistics.median(timings[path]), warm_up[path]) for path in PATHS}
+    return {path: (statistics.median(timings[path]), warm_up[path]) for path in paths}
 
 
 def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, threads: int) -> tuple[float, int]:
@@ -164,6 +166,11 @@ def time_seed(repo: Path, task: str, batch_size: int, steps: int, repeats: int, 
         raise SystemExit(f"timing pytorch-ntm in {repo} failed:\n{done.stderr.strip()}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["ms_per_seq"], result["threads"]
+
+
+def or_dash(value: float | None, form: str) -> str:
+    """A table cell: the value formatted, or "-" for a path the model cannot take."""
+    return "-" if value is None else form.format(value)
 
 
 def speed_table(args) -> list[str]:
@@ -182,21 +189,24 @@ def speed_table(args) -> list[str]:
             config = task_config(name, batch_size, args.overrides)
             steps = max(32, args.sequences // batch_size)
             paths = time_paths(config, steps, args.repeats)
-            (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _), (fused, _) = (
-                paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call", "fused")
+            (eager, _), (python_wrapper, _), (fast, compile_s), (chunked, _) = (
+                paths[p] for p in ("eager", "python_wrapper", "compiled", "steps_a_call")
             )
+            fused = paths["fused"][0] if "fused" in paths else None
             default = step_path(config, together=False)  # a long run trained alone
             ours = paths[default][0]
+            fused_ms, compiled_over_fused = or_dash(fused, "{:.2f}"), or_dash(fused and fast / fused, "{:.2f}x")
             row = (f"| {name} | {batch_size} | {eager:.2f} | {python_wrapper:.2f} | {fast:.2f} | {chunked:.2f} "
-                   f"| {fused:.2f} | {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / chunked:.2f}x "
-                   f"| {fast / fused:.2f}x | {compile_s:.0f} | {default} | {1000 / ours:.0f} |")  # fmt: skip
+                   f"| {fused_ms} | {eager / fast:.2f}x | {python_wrapper / fast:.2f}x | {fast / chunked:.2f}x "
+                   f"| {compiled_over_fused} | {compile_s:.0f} | {default} | {1000 / ours:.0f} |")  # fmt: skip
             if args.seed_repo and name not in SEED_TASKS:
                 row += " - |" * 6
             elif args.seed_repo:
                 seed_one, _ = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, args.threads)
                 seed_default, default_threads = time_seed(args.seed_repo, name, batch_size, steps, args.repeats, 0)
+                seed_over_fused = or_dash(fused and seed_one / fused, "{:.1f}x")
                 row += (f" {seed_one:.2f} | {seed_default:.2f} ({default_threads}) | {seed_one / ours:.1f}x "
-                        f"| {seed_default / ours:.1f}x | {seed_one / fast:.1f}x | {seed_one / fused:.1f}x |")  # fmt: skip
+                        f"| {seed_default / ours:.1f}x | {seed_one / fast:.1f}x | {seed_over_fused} |")  # fmt: skip
             lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout at the end
     return lines

@@ -109,3 +109,20 @@ def test_time_to_solve_runs_preset_fast_and_the_defaults_side_by_side():
     row = lines[2].split(" | ")
     assert row[0] == "| 1" and row[1] == "160" and row[3] == "10"  # preset=fast trains batches of 16, the defaults of 1
     assert any(line.startswith("median seconds to solve, plain defaults / preset=fast: ") for line in lines)
+
+
+def test_speed_table_leaves_the_fused_column_empty_for_a_model_fused_cannot_run(monkeypatch):
+    """A two-layer controller (no fused path) gets a row with "-" for fused, not a crash. The
+    compiled paths run eager here: the table's plumbing is under test, not the compiler."""
+    from types import SimpleNamespace
+
+    from conftest import TINY
+
+    speed = load_speed()
+    eager = {path: speed.PATHS["eager"] for path in speed.PATHS if path != "fused"}
+    monkeypatch.setattr(speed, "PATHS", {**eager, "fused": speed.PATHS["fused"]})
+    args = SimpleNamespace(tasks=["copy"], batch_sizes=[1], sequences=32, repeats=1, seed_repo=None,
+                           overrides=[*TINY, "model.controller_layers=2"])  # fmt: skip
+    row = speed.speed_table(args)[2].split(" | ")
+    assert row[0] == "| copy" and row[6] == "-" and row[10] == "-"
+    assert row[7].endswith("x") and row[12] == "compiled"
