@@ -80,10 +80,13 @@ class StopRequests:
         pool = multiprocessing.parent_process()
         self.pool_parent = pool.pid if pool is not None and pool.pid == os.getppid() else None
 
+    def parent_gone(self) -> bool:
+        return self.pool_parent is not None and os.getppid() != self.pool_parent
+
     def reason(self) -> str | None:
         if self.signals:
             return signal.Signals(self.signals[0]).name
-        if self.pool_parent is not None and os.getppid() != self.pool_parent:
+        if self.parent_gone():
             return f"the end of its parent process {self.pool_parent}"
         return None
 
@@ -112,6 +115,11 @@ def stop_requests():
     try:
         yield requests
     except Interrupted:
+        if requests.parent_gone():
+            # No one is left to take the result, and the pool's worker loop would wait for its
+            # next job forever (loky's workers do): the checkpoint is written, the process ends.
+            logging.shutdown()
+            os._exit(Interrupted.exit_code)
         if handed_back is None or not previous or not received:
             raise
         for sig, handler in previous.items():

@@ -130,13 +130,14 @@ def test_checkpoint_of_another_config_is_refused(reference):
 
 def test_pool_worker_stops_when_its_sweep_is_killed(tmp_path, reference):
     """`kill -9` on a joblib sweep's process alone (not its process group, as Ctrl-C signals): its
-    worker checkpoints and stops instead of training on, and the same command resumes the job."""
+    worker checkpoints and ends instead of training on, and the same command resumes the job."""
     sweep_dir = tmp_path / "sweep"
     command = [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=joblib", *OVERRIDES, f"hydra.sweep.dir={sweep_dir}"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run_dir, log = sweep_dir / "0", sweep_dir / "0" / "run.log"
     try:
         wait_for_checkpoint(run_dir, process)
+        worker = Path("/proc") / (run_dir / ".lock").read_text().split()[1]  # "process PID on HOST (...)"
         process.send_signal(signal.SIGKILL)
         process.wait()
         deadline = time.time() + 60
@@ -144,8 +145,11 @@ def test_pool_worker_stops_when_its_sweep_is_killed(tmp_path, reference):
             assert not (run_dir / "summary.json").exists(), "the worker trained on after its sweep was killed"
             assert time.time() < deadline, log.read_text()
             time.sleep(0.1)
+        while worker.exists() and "Z" not in (worker / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+            assert time.time() < deadline, "the worker stays after its run stopped"
+            time.sleep(0.1)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # loky's idle workers and resource trackers
+        os.killpg(process.pid, signal.SIGKILL)  # loky's idle worker (it had no job) and resource trackers
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Resumed from" in log.read_text()
