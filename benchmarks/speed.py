@@ -136,7 +136,9 @@ def time_paths(config: Config, steps: int, repeats: int) -> dict[str, tuple[floa
     task = make_task(config.task)
     generator = torch.Generator().manual_seed(0)
     batches = [task.sample(config.train.batch_size, generator) for _ in range(steps)]
-    paths = {path: prepare for path, prepare in PATHS.items() if path != "fused" or not fused_unsupported(config)}
+    paths = dict(PATHS)
+    if fused_unsupported(config):
+        del paths["fused"]
     trained, warm_up = {}, {}
     for path, prepare in paths.items():  # all built before any compiles: compile_step resets torch's caches
         torch.manual_seed(0)

@@ -120,7 +120,7 @@ def stop_requests():
             # next job forever (loky's workers do): the checkpoint is written, the process ends.
             logging.shutdown()
             os._exit(Interrupted.exit_code)
-        if handed_back is None or not previous or not received:
+        if handed_back is None or not previous:
             raise
         for sig, handler in previous.items():
             signal.signal(sig, handler)
