@@ -213,6 +213,12 @@ class TrainConfig:
     # steps, and a floor for runs that learn late. 0: constant.
     lr_half_life: int = 0
     lr_min: float = 0.0
+    # Once a run's evaluation cost (above the optimum, where the task has one) is below
+    # lr_drop_below bits per sequence, its learning rate is multiplied by lr_drop_factor for the
+    # rest of the run: large steps while it learns the task's algorithm, which each seed does at
+    # its own time, small ones for its last bits. 0: never.
+    lr_drop_below: float = 0.0
+    lr_drop_factor: float = 0.25
     stop_at_convergence: bool = True
     # Runs trained together as one ensemble (hydra/launcher=ensemble) draw each step's sizes
     # (copy: the length; repeat copy: length and repeats; associative recall: items) once for
@@ -258,6 +264,8 @@ class TrainConfig:
             require(torch.cuda.is_available(), f"{prefix}.device", self.device, "cpu or auto: this machine has no CUDA device")
         require(self.grad_clip_value > 0, f"{prefix}.grad_clip_value", self.grad_clip_value, "> 0")
         require(self.lr_min >= 0, f"{prefix}.lr_min", self.lr_min, ">= 0")
+        require(self.lr_drop_below >= 0, f"{prefix}.lr_drop_below", self.lr_drop_below, ">= 0 (bits per sequence; 0: never)")
+        require(0 < self.lr_drop_factor <= 1, f"{prefix}.lr_drop_factor", self.lr_drop_factor, "in (0, 1]")
         if self.max_memory_gb is not None:
             require(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb, "> 0 or null (the memory available)")
 

@@ -60,6 +60,7 @@ class Ensemble:
         self.params = {name.removeprefix("model."): p for name, p in params.items()}
         self.buffers = {name.removeprefix("model."): b for name, b in buffers.items()}
         self.optimizer = optimizer_factory(list(self.params.values()))
+        self.update_scales: torch.Tensor | None = None  # (K,): set_learning_rates, when members' rates differ
         # A structure without storage: functional_call supplies every parameter and buffer.
         skeleton = copy.deepcopy(models[0]).to("meta")
         self._step_module, self._init_module = _Method(skeleton, "step"), _Method(skeleton, "initial_state")
@@ -70,6 +71,15 @@ class Ensemble:
             torch.compiler.reset()
             step = torch.compile(step, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
         self._step = step
+
+    def set_learning_rates(self, rates: list[float]) -> None:
+        """Each member's learning rate. The optimiser has one; a member with a lower rate takes
+        that fraction of its update: RMSprop's and Adam's state does not depend on the rate, and
+        their update is proportional to it."""
+        top = max(rates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = top
+        self.update_scales = None if min(rates) == top else torch.tensor(rates) / top
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return {**{"model." + k: v for k, v in self.params.items()}, **{"model." + k: v for k, v in self.buffers.items()}}
@@ -136,7 +146,13 @@ class Ensemble:
                 g.mul_(per_member(torch.where(finite, scale, 1.0), g))
         skipped = ~finite
         kept = self._member_tensors() if skipped.any() else None
+        scales = self.update_scales
+        before = [p.detach().clone() for p in self.params.values()] if scales is not None else None
         self.optimizer.step()
+        if before is not None:
+            with torch.no_grad():
+                for param, old in zip(self.params.values(), before):
+                    param.copy_(torch.lerp(old, param, per_member(scales, param)))
         if kept is not None:
             # The optimiser's momentum would still move a skipped member: put it back.
             with torch.no_grad():

@@ -61,6 +61,7 @@ SUMMARY_NUMBER_KEYS = (
     "eval_cost",
     "converged_at",
     "converged_time_s",
+    "lr_dropped_at",  # sequences seen when train.lr_drop_below was met (None: not met, or not set)
     "wall_time_s",
     "seq_per_s",
     "objective",

@@ -327,6 +327,10 @@ class Solo:
         result = train_step(self.model, self.optimizer, task, batches[0], grad_clip, grad_clip_value)
         return [(result.loss.detach(), result.logits, result.finite)]
 
+    def set_learning_rates(self, rates: list[float]) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = rates[0]
+
     def predict_shared(self, task: Task, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return task.predict(self.model, inputs, targets).unsqueeze(1)
 
@@ -379,6 +383,7 @@ class Run:
         self.size_rng: torch.Generator | None = None  # the group's, with train.shared_sizes
         self.rows, self.window = [], empty_window()
         self.converged_at, self.converged_time_s = None, None
+        self.lr_dropped_at: int | None = None  # sequences seen when train.lr_drop_below was met
         self.train_time, self.wall_time = 0.0, 0.0  # accumulated over resumed segments
         self.status, self.last_eval, self.saved_at = "completed", {}, None
         self.active = True
@@ -393,6 +398,7 @@ class Run:
             self.data_rng.set_state(ckpt["data_rng"])
             self.rows, self.window = ckpt["rows"], ckpt["window"]
             self.converged_at, self.converged_time_s = ckpt["converged_at"], ckpt["converged_time_s"]
+            self.lr_dropped_at = ckpt.get("lr_dropped_at")  # None in checkpoints older than the key
             self.train_time, self.wall_time = ckpt["train_time"], ckpt["wall_time"]
             records = ckpt.get("snapshots", [])
             write_csv(self.run_dir / fmt.METRICS_FILE, self.rows)
@@ -400,6 +406,10 @@ class Run:
                           self.run_dir / fmt.CHECKPOINT_DIR / start.checkpoint_name, ckpt["step"], ckpt["sequences"])  # fmt: skip
         self.snapshots = Snapshots(task, records) if interval else None
         self.loggers = open_loggers(job.config, job.run_dir, None if ckpt is None else ckpt["sequences"])
+
+    def lr_scale(self) -> float:
+        """What this run's learning rate is multiplied by now (train.lr_drop_below)."""
+        return self.config.train.lr_drop_factor if self.lr_dropped_at is not None else 1.0
 
     def add(self, loss: torch.Tensor, costs: torch.Tensor, batch_size: int, seconds: float) -> None:
         """Add one training step to the report window."""
@@ -431,6 +441,11 @@ class Run:
                 return row
             self.last_eval = {**evaluation, **references}
             row.update(self.last_eval)
+            t = self.config.train
+            if t.lr_drop_below and self.lr_dropped_at is None and gap(self.last_eval) < t.lr_drop_below:
+                self.lr_dropped_at = sequences
+                self.log.info("Evaluation cost %.3f bits, below train.lr_drop_below=%g: the learning rate is x%g from here.",
+                              gap(self.last_eval), t.lr_drop_below, t.lr_drop_factor)  # fmt: skip
             if self.converged_at is None and gap(self.last_eval) < self.config.task.converge_threshold:
                 self.converged_at = sequences
                 self.converged_time_s = self.wall_time + time.perf_counter() - started
@@ -460,7 +475,8 @@ class Run:
             "size_rng": self.size_rng.get_state() if self.size_rng is not None else None,
             "step": step, "sequences": sequences, "rows": self.rows, "window": self.window,
             "converged_at": self.converged_at, "converged_time_s": self.converged_time_s,
-            "train_time": self.train_time, "wall_time": self.wall_time + time.perf_counter() - started,
+            "lr_dropped_at": self.lr_dropped_at, "train_time": self.train_time,
+            "wall_time": self.wall_time + time.perf_counter() - started,
             "snapshots": self.snapshots.records if self.snapshots else [],
         })  # fmt: skip
         for logger in self.loggers:
@@ -486,6 +502,7 @@ class Run:
             **self.last_eval,
             "converged_at": self.converged_at,
             "converged_time_s": self.converged_time_s,
+            "lr_dropped_at": self.lr_dropped_at,
             "wall_time_s": self.wall_time + time.perf_counter() - started,
             "seq_per_s": sequences / (self.train_time + self.window["time"]) if sequences else None,
             "continued_from": self.start.continued_from,
@@ -602,9 +619,9 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     with logging_redirect_tqdm(), progress as bar, stop_requests() as stops:
         while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
-            if t.lr_half_life:
-                for group in models.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, sequences)
+            if t.lr_half_life or t.lr_drop_below:
+                rate = learning_rate(config, sequences)
+                models.set_learning_rates([rate * run.lr_scale() for run in runs if run.active])
             # How far the task's curriculum has come: the same for every member.
             curriculum = task.progress(sequences)
             size = task.draw_size(size_rng, curriculum) if size_rng is not None else None

@@ -91,6 +91,8 @@ BAD_OVERRIDES = [
     (["train.eval_interval=-1"], "train.eval_interval"),
     (["optimizer.momentum=1.5"], "optimizer.momentum"),
     (["task.seq_width=0"], "task.seq_width"),
+    (["train.lr_drop_factor=0"], "train.lr_drop_factor"),
+    (["train.lr_drop_below=-1"], "train.lr_drop_below"),
 ]
 
 

@@ -245,6 +245,35 @@ def test_an_interrupted_ensemble_resumes_every_member(tmp_path, monkeypatch, ext
         assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"
 
 
+def eval_costs_at(run_dir, step: int) -> float:
+    with (run_dir / fmt.METRICS_FILE).open() as f:
+        return next(float(row["eval_cost"]) for row in csv.DictReader(f) if int(row["step"]) == step)
+
+
+@pytest.mark.slow
+def test_members_drop_their_learning_rates_each_at_its_own_time_and_resume_exactly(tmp_path, monkeypatch):
+    # train.lr_drop_below between the members' evaluation costs after 30 steps: some members drop
+    # their learning rate there, the others not (an ensemble's optimiser has one rate).
+    seeds = (1, 2, 3)
+    for s in seeds:
+        train(config("train.steps=30", f"seed={s}"), tmp_path / "probe" / f"o{s}")
+    costs = sorted(eval_costs_at(tmp_path / "probe" / f"o{s}", 30) for s in seeds)
+    assert costs[0] < costs[-1]
+    drop = [f"train.lr_drop_below={(costs[0] + costs[1]) / 2}", "train.lr_drop_factor=0.2"]
+
+    def jobs(root):
+        return [Job(config("train.steps=60", f"seed={s}", *drop), root / f"m{s}") for s in seeds]
+
+    straight, resumed = straight_and_resumed(jobs, tmp_path, monkeypatch, stop_at=45)
+    after_30 = fmt.read_summary(tmp_path / "probe" / "o1")["sequences"]
+    assert [s["lr_dropped_at"] for s in straight].count(after_30) == 1
+    for s, (a, b) in enumerate(zip(resumed, straight), start=1):
+        assert a["lr_dropped_at"] == b["lr_dropped_at"] and a["eval_cost"] == b["eval_cost"]
+        assert losses(tmp_path / "stopped" / f"m{s}") == losses(tmp_path / "straight" / f"m{s}"), "resumed exactly"
+        train(config("train.steps=60", f"seed={s}", *drop), tmp_path / f"o{s}")
+        assert_same_run(tmp_path / "straight" / f"m{s}", tmp_path / f"o{s}")
+
+
 @pytest.mark.slow
 def test_a_group_whose_member_finished_resumes_exactly(tmp_path, monkeypatch):
     # Seed 2 is pruned at step 30 and the group stopped at 45: resumed, seeds 1 and 3 train on

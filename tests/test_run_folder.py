@@ -249,10 +249,12 @@ def test_sigkilled_run_leaves_no_stale_lock(tmp_path):
 
 
 def test_a_run_folder_of_version_0_2_continues_exactly_as_a_new_one(tmp_path):
-    """0.2.0 wrote no optimizer.centered, task.curriculum, train.lr_half_life or train.lr_min, in its
-    config nor its checkpoints: such a folder continues, and to the same numbers as a run of today."""
+    """0.2.0 wrote no optimizer.centered, task.curriculum, train.lr_half_life or train.lr_min (nor
+    train.lr_drop_below and lr_drop_factor, added later), in its config nor its checkpoints: such a
+    folder continues, and to the same numbers as a run of today."""
     train(config("train.steps=10"), tmp_path / "old")
-    added = {"optimizer": ["centered"], "task": ["curriculum"], "train": ["lr_half_life", "lr_min"]}
+    added = {"optimizer": ["centered"], "task": ["curriculum"],
+             "train": ["lr_half_life", "lr_min", "lr_drop_below", "lr_drop_factor"]}  # fmt: skip
 
     def strip(stored: dict) -> None:
         for group, keys in added.items():

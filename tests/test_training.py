@@ -279,6 +279,25 @@ def test_lr_half_life_decays_towards_lr_min(tmp_path):
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(4e-4 + 6e-4 * 0.5 ** (18 / 10))
 
 
+def test_lr_drop_below_multiplies_the_learning_rate_once_the_evaluation_cost_is_below_it(tmp_path):
+    common = ["train.steps=10", "train.batch_size=2", "optimizer.lr=1e-3", "train.checkpoint_interval=5",
+              "train.eval_interval=5", "train.lr_drop_factor=0.1"]  # fmt: skip
+
+    def learning_rates(run_dir) -> list[float]:
+        return [torch.load(run_dir / "checkpoints" / name, weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+                for name in ("previous.pt", "last.pt")]  # fmt: skip
+
+    met = train(tiny_config(*common, "train.lr_drop_below=1e9"), tmp_path / "met")
+    assert met["lr_dropped_at"] == 10, "met at the first evaluation, after 5 steps of 2 sequences"
+    assert learning_rates(tmp_path / "met") == pytest.approx([1e-3, 1e-4]), "steps 1-5 at lr, 6-10 at lr x 0.1"
+    never = train(tiny_config(*common, "train.lr_drop_below=1e-9"), tmp_path / "never")
+    assert never["lr_dropped_at"] is None and never["eval_cost"] > 1e-9
+    assert learning_rates(tmp_path / "never") == [1e-3, 1e-3]
+    decay = train(tiny_config(*common, "train.lr_drop_below=1e9", "train.lr_half_life=10"), tmp_path / "decay")
+    assert decay["lr_dropped_at"] == 10
+    assert learning_rates(tmp_path / "decay")[1] == pytest.approx(1e-4 * 0.5 ** (18 / 10)), "on top of the decay"
+
+
 def test_lr_min_above_the_learning_rate_is_refused():
     from ntm.errors import ConfigError
 
