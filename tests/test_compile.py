@@ -53,7 +53,7 @@ def test_many_compiled_models_in_one_process_do_not_hit_the_recompile_limit():
         torch.manual_seed(seed)
         model = NTM(task.input_size, task.output_size, controller_size=8, memory_n=8, memory_m=4)
         eager_loss, _ = loss_and_grads(model, inputs, targets)
-        backend = CompileCounterWithBackend("inductor")
+        backend = CompileCounterWithBackend("eager")  # dynamo's limit, without inductor's codegen time
         model.compile_step(dynamic=False, backend=backend)
         compiled_loss, _ = loss_and_grads(model, inputs, targets)
         assert backend.frame_count >= 1, f"model {seed}: NTM.step was not compiled"
