@@ -79,7 +79,8 @@ class Ensemble:
         top = max(rates)
         for group in self.optimizer.param_groups:
             group["lr"] = top
-        self.update_scales = None if min(rates) == top else torch.tensor(rates) / top
+        like = next(iter(self.params.values()))
+        self.update_scales = None if min(rates) == top else torch.tensor(rates, dtype=like.dtype, device=like.device) / top
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return {**{"model." + k: v for k, v in self.params.items()}, **{"model." + k: v for k, v in self.buffers.items()}}
