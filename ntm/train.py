@@ -144,13 +144,15 @@ def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
     return config.optimizer.build(params)
 
 
-def learning_rate(config: Config, sequences: int) -> float:
+def learning_rate(config: Config, sequences: int, dropped: bool = False) -> float:
     """The learning rate after this many sequences: optimizer.lr, or with train.lr_half_life its
-    smooth decay towards train.lr_min. A function of sequences alone, so a resumed run continues it."""
+    smooth decay towards train.lr_min; times train.lr_drop_factor once the run has dropped it
+    (train.lr_drop_below). A function of sequences and the checkpointed drop, so a resumed run continues it."""
     t = config.train
-    if not t.lr_half_life:
-        return config.optimizer.lr
-    return t.lr_min + (config.optimizer.lr - t.lr_min) * 0.5 ** (sequences / t.lr_half_life)
+    rate = config.optimizer.lr
+    if t.lr_half_life:
+        rate = t.lr_min + (rate - t.lr_min) * 0.5 ** (sequences / t.lr_half_life)
+    return rate * t.lr_drop_factor if dropped else rate
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -407,10 +409,6 @@ class Run:
         self.snapshots = Snapshots(task, records) if interval else None
         self.loggers = open_loggers(job.config, job.run_dir, None if ckpt is None else ckpt["sequences"])
 
-    def lr_scale(self) -> float:
-        """What this run's learning rate is multiplied by now (train.lr_drop_below)."""
-        return self.config.train.lr_drop_factor if self.lr_dropped_at is not None else 1.0
-
     def add(self, loss: torch.Tensor, costs: torch.Tensor, batch_size: int, seconds: float) -> None:
         """Add one training step to the report window."""
         w = self.window
@@ -441,16 +439,17 @@ class Run:
                 return row
             self.last_eval = {**evaluation, **references}
             row.update(self.last_eval)
+            above = gap(self.last_eval)
             t = self.config.train
-            if t.lr_drop_below and self.lr_dropped_at is None and gap(self.last_eval) < t.lr_drop_below:
+            if t.lr_drop_below and self.lr_dropped_at is None and above < t.lr_drop_below:
                 self.lr_dropped_at = sequences
                 self.log.info("Evaluation cost %.3f bits, below train.lr_drop_below=%g: the learning rate is x%g from here.",
-                              gap(self.last_eval), t.lr_drop_below, t.lr_drop_factor)  # fmt: skip
-            if self.converged_at is None and gap(self.last_eval) < self.config.task.converge_threshold:
+                              above, t.lr_drop_below, t.lr_drop_factor)  # fmt: skip
+            if self.converged_at is None and above < self.config.task.converge_threshold:
                 self.converged_at = sequences
                 self.converged_time_s = self.wall_time + time.perf_counter() - started
             reporter = self.job.reporter
-            if reporter and self.converged_at is None and reporter.should_stop(sequences, gap(self.last_eval)):
+            if reporter and self.converged_at is None and reporter.should_stop(sequences, above):
                 self.status = "pruned"
                 self.log.info("Pruned by the sweep at step %d (%d sequences).", step, sequences)
         self.rows.append(row)
@@ -620,8 +619,8 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
         while step < t.steps and any(run.active for run in runs):
             tick = time.perf_counter()
             if t.lr_half_life or t.lr_drop_below:
-                rate = learning_rate(config, sequences)
-                models.set_learning_rates([rate * run.lr_scale() for run in runs if run.active])
+                models.set_learning_rates([learning_rate(config, sequences, run.lr_dropped_at is not None)
+                                           for run in runs if run.active])  # fmt: skip
             # How far the task's curriculum has come: the same for every member.
             curriculum = task.progress(sequences)
             size = task.draw_size(size_rng, curriculum) if size_rng is not None else None
