@@ -353,7 +353,7 @@ def test_the_train_defaults_in_config_yaml_equal_the_dataclass():
 
 
 def test_the_paper_sweep_trains_each_preset_and_the_lstm_on_the_same_budget_in_sequences():
-    budgets = {"fast": 16000, "repeat_copy": 30000, "associative_recall": 12000, "ngram": 160000, "priority_sort": 400000}
+    budgets = {"fast": 16000, "repeat_copy": 16000, "associative_recall": 12000, "ngram": 160000, "priority_sort": 400000}
     for preset, budget in budgets.items():
         ntm, lstm = (
             validate(compose_config([f"preset={preset}", f"model={m}", "sweep=paper"])) for m in ("ntm_per_task", "lstm")
