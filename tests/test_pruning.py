@@ -218,6 +218,12 @@ def test_a_failed_grid_point_is_retried_by_the_next_invocation(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(t.state.name for t in study_trials(storage, "seeds_memory")) == ["COMPLETE", "COMPLETE", "FAIL"]
     assert sorted(analysis.load_runs(sweep_dir)["seed"]) == [1, 2]
+    # Once every point is done, a rerun trains nothing and says so, naming how to measure again.
+    third = run_py(*args, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert len(study_trials(storage, "seeds_memory")) == 3
+    said = third.stdout + third.stderr
+    assert "has run all 2 of its grid points: nothing trained" in said and f"delete {sweep_dir}/optuna.db" in said
 
 
 @pytest.fixture

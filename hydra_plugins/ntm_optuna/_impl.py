@@ -107,6 +107,7 @@ class OptunaSweep:
             log.info("Study %s continued: its sampler reseeded, so it does not propose its first points again", study.study_name)
 
         failed_here = 0  # a trial that fails is asked again by the next invocation, not by this one
+        launched = False
         while True:
             if isinstance(storage, optuna.storages.RDBStorage):
                 fail_stale_trials(study, storage, study_id)
@@ -121,10 +122,22 @@ class OptunaSweep:
                 asked = [ask(study, distributions, point) for point in points]
             if asked:
                 failed_here += self.run_batch(study, study_id, asked, list(fixed.values()))
+                launched = True
             elif running and done < n_trials:
                 time.sleep(POLL_SECONDS)  # another sweep process runs them; wait for their results
             else:
                 break
+        if grid and not launched:
+            # A grid counts its finished points as done, so a rerun after a preset or code change
+            # would otherwise end in silence with the old numbers.
+            url = str(self.storage_url)
+            forget = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else f"study {study.study_name} from {url}"
+            log.warning(
+                "Study %s has run all %d of its grid points: nothing trained. To measure again, pass a new "
+                "hydra.sweeper.study_name, or delete %s: then every job looks at its run folder again "
+                "(a finished run returns its stored results, a larger budget continues, a changed config is refused)",
+                study.study_name, n_trials, forget,
+            )  # fmt: skip
         self.save_results(study)
 
     def run_batch(self, study: optuna.Study, study_id: int, trials: list, fixed: list[str]) -> int:
