@@ -20,8 +20,11 @@ class RunFolderError(UserError):
     it, or its files are damaged. Nothing in it has been changed."""
 
 
-class Interrupted(UserError):
-    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped.
+
+    Like KeyboardInterrupt, not an Exception: Hydra's launchers record a job's Exception as one
+    failed job and launch the next, so Ctrl-C would stop one job of a sweep, not the sweep."""
 
     label = "Interrupted"
     exit_code = 130
@@ -29,14 +32,15 @@ class Interrupted(UserError):
 
 @contextmanager
 def reported(reraise: bool = False):
-    """Print a UserError raised inside as `Label: message` on stderr and exit with its code.
+    """Print a UserError or Interrupted raised inside as `Label: message` on stderr and exit with
+    its code.
 
-    With reraise (a sweep's job) it propagates instead, so the sweeper records a failed trial
-    and goes on.
+    With reraise (a sweep's job) it propagates instead: the sweeper records a UserError as a
+    failed trial and goes on, and stops at an Interrupted.
     """
     try:
         yield
-    except UserError as error:
+    except (UserError, Interrupted) as error:
         if reraise:
             raise
         print(f"{error.label}: {error}", file=sys.stderr)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ntm.checks import require
 from ntm.config import GROUP_SCHEMAS, Config, validate
-from ntm.errors import ConfigError, UserError, reported
+from ntm.errors import ConfigError, Interrupted, UserError, reported
 from ntm.run_format import NON_RESULT_KEYS
 
 
@@ -164,7 +164,8 @@ def hydra_errors_reported():
 
     Left to itself Hydra prints them over several lines, with a hint to add the key with `+`
     (which the schema then refuses), and exits with 1. HYDRA_FULL_ERROR=1 makes Hydra raise
-    instead; a user who set it gets Hydra's full traceback as usual.
+    instead; a user who set it gets Hydra's full traceback as usual. A Ctrl-C that reaches the
+    sweep's own process as KeyboardInterrupt is reported as Interrupted: one line, exit code 130.
     """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -181,6 +182,11 @@ def hydra_errors_reported():
                 if isinstance(error.__cause__, UserError):
                     raise error.__cause__ from None  # ours, raised inside a Hydra plugin (the ensemble launcher's checks)
                 raise ConfigError(removed_preset(error) or one_line(error)) from None
+            except KeyboardInterrupt:
+                # The sweep's own process, while a pool's workers train (they save their checkpoints).
+                raise Interrupted(
+                    "Stopped by SIGINT; every run keeps its last checkpoint. Run the same command again to resume."
+                ) from None
     finally:
         if before is None:
             del os.environ["HYDRA_FULL_ERROR"]

@@ -78,6 +78,58 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, reference, s
     assert results(run_dir) == results(reference)
 
 
+def interrupt_sweep(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Start `python run.py -m ARGS` in a session of its own, Ctrl-C it (SIGINT to its process
+    group, as a terminal does) once a job has written a checkpoint, and return how it ended."""
+    command = [sys.executable, str(ROOT / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list(sweep_dir.glob("*/checkpoints/last.pt")):
+        assert process.poll() is None and time.time() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_ctrl_c_stops_a_sweep_not_just_its_job(tmp_path, reference):
+    """Hydra's basic launcher trains its jobs in the sweep's process: Ctrl-C ends the sweep (the
+    second job never starts), and the same command resumes the first job exactly."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["seed=1,2", *OVERRIDES]
+    stopped = interrupt_sweep(sweep_dir, *args)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Interrupted: " in stopped.stderr and "Run the same command again to resume" in stopped.stderr
+    assert not (sweep_dir / "1").exists(), "the sweep went on to its next job"
+    result = run_py("-m", *args, f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resumed from" in (sweep_dir / "0" / "run.log").read_text()
+    assert results(sweep_dir / "0") == results(reference)
+    assert (sweep_dir / "1" / "summary.json").exists()
+
+
+def test_ctrl_c_puts_a_searchs_trial_back_for_the_next_invocation(tmp_path):
+    """An Optuna search stopped by Ctrl-C fails the trial it was training and queues its
+    parameters again: the same command asks them first and continues that job's run folder."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["sweep=hpo", "hydra/launcher=basic", "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", *OVERRIDES]
+    stopped = interrupt_sweep(sweep_dir, *args)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    import optuna
+
+    storage = f"sqlite:///{sweep_dir}/optuna.db"
+    study = optuna.load_study(study_name="hpo", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    asked = study.trials[0].params
+    result = run_py("-m", *args, f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="hpo", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and trials[1].params == asked
+    (job,) = [path.parent for path in sweep_dir.glob("*/summary.json")]
+    assert "Resumed from" in (job / "run.log").read_text()
+
+
 KILL_DURING_CHECKPOINT = """
 import os, signal, sys
 sys.path[:0] = [{root!r}, {tests!r}]

@@ -249,8 +249,8 @@ def train_jobs(jobs: dict, returns: list[JobReturn]) -> Exception | None:
         return None
     try:
         results = train_together(list(jobs.values()), wait=True)
-    except Exception as error:
-        if isinstance(error, UserError):
+    except (Exception, Interrupted) as error:
+        if isinstance(error, (UserError, Interrupted)):
             log.error("%s: %s", error.label, error)
         else:
             log.exception("Training %s failed", ", ".join(str(job.run_dir) for job in jobs.values()))

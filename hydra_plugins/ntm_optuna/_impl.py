@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from ntm.checks import require
-from ntm.errors import ConfigError
+from ntm.errors import ConfigError, Interrupted
 from ntm.files import sqlite_file_lock
 from ntm.optuna_compat import grid_values, instantiate_optuna, running_trials_never_beaten, split_overrides
 from ntm.pruning import PRUNED_ATTR, SEED_ENV, SEEDS_ENV, TRIAL_ENV, encode_seeds, study_lock
@@ -155,7 +155,18 @@ class OptunaSweep:
             job_overrides += [(*swept, *fixed, *seed, trial_env) for seed in per_seed]
         k = len(per_seed)
         with Heartbeats(self.storage, trial_ids, self.heartbeat_interval):
-            returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number * k)
+            try:
+                returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number * k)
+            except (Interrupted, KeyboardInterrupt):
+                # Ctrl-C ends the sweep: a job's Interrupted, or this process's own KeyboardInterrupt
+                # while a pool's workers train. The batch's trials fail and, outside a grid (which
+                # asks a failed point again), go back in the queue with their parameters: the next
+                # invocation asks them first, and their jobs continue from their checkpoints.
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL)
+                    if not self.is_grid:
+                        enqueue(study, trial.params)
+                raise
         failures = 0
         for i, (trial, trial_id) in enumerate(zip(trials, trial_ids)):
             jobs = returns[i * k : (i + 1) * k]
@@ -206,10 +217,15 @@ def continue_sampling(sampler: optuna.samplers.BaseSampler, trials: list) -> boo
 def ask(study: optuna.Study, distributions: dict, point: dict | None) -> optuna.trial.Trial:
     """A new trial with the swept keys' values: the sampler's, or a grid point's."""
     if point is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # enqueue_trial on optuna 2.10
-            study.enqueue_trial(point)
+        enqueue(study, point)
     return study.ask(distributions)
+
+
+def enqueue(study: optuna.Study, params: dict) -> None:
+    """Make the study's next asked trial one with these parameters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # enqueue_trial on optuna 2.10
+        study.enqueue_trial(params)
 
 
 def grid_points(distributions: dict) -> list[dict]:
