@@ -20,11 +20,13 @@ RESULTS_ESTIMATE := 20 runs (5 presets x seeds 1-4), two at a time on 2 cores: a
 # The next line of Hydra's Optuna sweeper (hydra-optuna-sweeper 1.4 release candidates, optuna 5,
 # optuna-dashboard) in its own environment: pyproject.toml's requirements with tools/next_line.txt's
 # changes (tools/next_line.py merges them). Its tests: the sweep, pruning and analysis ones, and
-# the next line's own (a stable-line study upgraded, optuna-dashboard), which need .venv as well.
+# the next line's own (a stable-line study upgraded, optuna-dashboard), which need .venv as well,
+# and a search stopped by Ctrl-C (its trials queued again).
 NEXT := .venv-next
 NEXT_INSTALLED := $(NEXT)/.installed
 NEXT_TESTS := tests/test_optuna_compat.py tests/test_sweeps.py tests/test_pruning.py tests/test_sweep_reruns.py \
-	tests/test_analysis_hpo.py tests/test_next_line.py
+	tests/test_analysis_hpo.py tests/test_next_line.py \
+	tests/test_resume.py::test_ctrl_c_puts_a_searchs_trial_back_for_the_next_invocation
 
 .PHONY: venv venv-next test test-fast test-next coverage train lint results clean
 
