@@ -570,6 +570,7 @@ def train_in(jobs: list[Job], starts: list[run_folder.Plan]) -> list[dict]:
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    torch.set_flush_denormal(t.flush_denormal)  # set both ways: a sweep's process trains job after job
     task = make_task(config.task)
     device = device_of(t)
     models = build_models(jobs, task, device)

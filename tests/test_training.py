@@ -261,6 +261,19 @@ def test_train_device_auto_picks_cuda_when_there_is_one_else_the_cpu(tmp_path):
     assert auto["loss"] == pytest.approx(same["loss"], rel=1e-5)
 
 
+@pytest.mark.skipif(not torch.set_flush_denormal(True), reason="this CPU cannot flush subnormal floats")
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_computes_subnormal_floats_as_zero_while_the_run_trains(tmp_path, flush):
+    small, seen = torch.tensor([1e-30]), []  # times 1e-9: a subnormal product
+    handle = register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: seen.append((small * 1e-9).item()))
+    try:
+        train(tiny_config("train.steps=2", f"train.flush_denormal={str(flush).lower()}"), tmp_path / "run")
+    finally:
+        handle.remove()
+        torch.set_flush_denormal(True)  # the default, for the tests after this one in this process
+    assert len(seen) == 2 and all((value == 0.0) == flush for value in seen)
+
+
 def test_lr_half_life_halves_the_learning_rate_every_that_many_sequences(tmp_path):
     common = ["train.steps=10", "train.batch_size=2", "optimizer.lr=1e-3", "train.checkpoint_interval=5"]
     train(tiny_config(*common, "train.lr_half_life=10"), tmp_path / "decay")
