@@ -231,7 +231,8 @@ class TrainConfig:
     # Floats below 1.2e-38 (subnormal) computed as zero on the CPU. A model stuck at chance (the
     # paper's LSTM on priority sort) lets RMSprop's running averages of tiny gradients decay into
     # that range, where each operation on them is many times slower: 7.7x fewer sequences a
-    # second measured on such a run's checkpoint. Runs that never reach the range are unchanged.
+    # second measured on such a run's checkpoint. Not a result key (ntm.run_format.NON_RESULT_KEYS):
+    # every run checked gave the same numbers either way.
     flush_denormal: bool = True
     # How time steps run (ntm.train.step_path): true: each through torch.compile; false: eager,
     # the reference; fused: each whole sequence, forward and backward, in one call of a C++

@@ -249,7 +249,7 @@ def test_sweep_subdir_goes_through_the_job_dirname_resolver():
     assert OmegaConf.to_container(short.hydra.sweep, resolve=False)["subdir"] == JOB_SUBDIR
     assert short.hydra.job.override_dirname == "model.memory.n=64,seed=2"
     assert short.hydra.sweep.subdir == "model.memory.n=64,seed=2"
-    not_results = ["logger=tensorboard", "train.progress=true", "train.threads=2"]
+    not_results = ["logger=tensorboard", "train.progress=true", "train.threads=2", "train.flush_denormal=false"]
     logged = compose_full(["sweep=seeds_memory", "seed=2", "model.memory.n=64", *not_results])
     assert logged.hydra.sweep.subdir == short.hydra.sweep.subdir, "logging, display and threads change no folder"
 
