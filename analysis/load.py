@@ -82,6 +82,7 @@ def load(*paths: str | Path, report: Report = warn) -> Loaded:
             runs.append(read_run(run_dir, note))
         except RunError as error:
             note(f"skipping {display_path(run_dir)}: {error}")
+    fill_added_keys(runs, note)
     table = runs_frame(runs)
     studies = []
     if runs:
@@ -319,6 +320,37 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return {
         key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in fmt.flatten(config, prefix).items()
     }
+
+
+def fill_added_keys(runs: list[Run], note: Report = warn) -> None:
+    """Give a run whose folder predates a config key that other runs have the key's default.
+
+    The run behaved as the default (resuming counts it so too: ntm.run_folder), so it groups with
+    the newer runs that kept the default. The defaults are the schema's, which imports torch: read
+    only when some folder lacks a key; without torch such a key counts as a value of its own.
+    """
+    keys = {key for run in runs for key in run.config_columns}
+    lacking = [run for run in runs if not keys <= set(run.config_columns)]
+    if not lacking:
+        return
+    try:
+        from ntm.config import schema_defaults
+    except ImportError as error:
+        note(
+            f"{len(lacking)} runs predate some config keys of the others, whose defaults come from ntm's schema, "
+            f"which needs {error.name}: here an absent key counts as a value of its own"
+        )
+        return
+    for run in lacking:
+        group_names = {
+            key.split(".")[0]: {"name": run.row[key]}
+            for key in run.config_columns
+            if key.count(".") == 1 and key.endswith(".name")
+        }
+        defaults = flatten(schema_defaults(group_names))
+        added = [key for key in keys if key not in run.config_columns and key in defaults]
+        run.row.update({key: defaults[key] for key in added})
+        run.config_columns.extend(added)
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:

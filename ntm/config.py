@@ -440,6 +440,19 @@ def from_container(stored: dict) -> Config:
     return validate(OmegaConf.merge(schema, stored))
 
 
+def schema_defaults(stored: dict) -> dict:
+    """Every key's default for a stored config's group options (by their names), as plain dicts.
+
+    A run folder written before a key existed holds no value for it: the run behaved as the key's
+    default. A group whose name is unknown gets no defaults.
+    """
+    defaults = to_container(Config(task=None, model=None, optimizer=None))
+    for group, registry in GROUP_SCHEMAS.items():
+        name = (stored.get(group) or {}).get("name")
+        defaults[group] = OmegaConf.to_container(OmegaConf.structured(registry[name]())) if name in registry else {}
+    return defaults
+
+
 def to_container(config: Config) -> dict:
     """The typed config as plain dicts and lists (for checkpoints and comparisons)."""
     return OmegaConf.to_container(OmegaConf.structured(config))

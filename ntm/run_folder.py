@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from ntm import run_format as fmt
-from ntm.config import Config, to_container
+from ntm.config import Config, schema_defaults, to_container
 from ntm.errors import RunFolderError
 from ntm.files import save_torch, write_json, write_text, write_yaml
 
@@ -86,7 +86,7 @@ def plan(config: Config, run_dir: Path) -> Plan:
     current = to_container(config)
     stored = read_stored_config(run_dir)
     if stored is not None:
-        refuse_differences(stored, current, config, run_dir / fmt.CONFIG_FILE)
+        refuse_differences(stored, current, run_dir / fmt.CONFIG_FILE)
 
     summary_path = run_dir / fmt.SUMMARY_FILE
     summary, damaged = None, None
@@ -115,7 +115,7 @@ def plan(config: Config, run_dir: Path) -> Plan:
 
     checkpoint, name = load_newest_checkpoint(run_dir)
     if checkpoint is not None:
-        refuse_differences(checkpoint["config"], current, config, run_dir / fmt.CHECKPOINT_DIR / name)
+        refuse_differences(checkpoint["config"], current, run_dir / fmt.CHECKPOINT_DIR / name)
         if checkpoint["step"] > steps:
             raise RunFolderError(
                 f"{run_dir / fmt.CHECKPOINT_DIR / name} is at step {checkpoint['step']}, past train.steps={steps}"
@@ -148,10 +148,8 @@ def read_stored_config(run_dir: Path) -> dict | None:
     return stored
 
 
-def refuse_differences(stored: dict, current: dict, config: Config, source: Path) -> None:
-    # A key missing from an older folder counts as its default: defaults of the same group options.
-    defaults = to_container(Config(task=type(config.task)(), model=type(config.model)(), optimizer=type(config.optimizer)()))
-    diffs = fmt.config_differences(stored, current, fmt.flatten(defaults), ignore=fmt.EXTENDABLE_KEYS)
+def refuse_differences(stored: dict, current: dict, source: Path) -> None:
+    diffs = fmt.config_differences(stored, current, fmt.flatten(schema_defaults(stored)), ignore=fmt.EXTENDABLE_KEYS)
     if diffs:
         raise RunFolderError(
             f"{source} was written by a different config ({'; '.join(diffs)}); "

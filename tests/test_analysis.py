@@ -235,6 +235,31 @@ def test_keys_fixed_by_a_group_name_are_not_grouped_by(tmp_path):
     assert table.attrs["group_by"] == ["optimizer.name", "optimizer.lr"] and len(table) == 3
 
 
+def test_a_key_newer_than_a_folder_counts_as_its_default(tmp_path):
+    # Seed 1's folder predates train.lr_drop_below: it ran as the default, 0 (never drop).
+    write_sweep(
+        tmp_path / "sweep", [{"seed": 1}, {"seed": 2, "train.lr_drop_below": 0.0}, {"seed": 1, "train.lr_drop_below": 2.0}]
+    )
+    runs = analysis.load_runs(tmp_path)
+    assert list(runs["train.lr_drop_below"]) == [0.0, 0.0, 2.0]
+    table = analysis.results_table(runs)
+    assert table.attrs["group_by"] == ["train.lr_drop_below"] and list(table["runs"]) == [2, 1]
+    # A key of another task's schema stays absent: it is not a key of this run's task.
+    write_run(tmp_path / "recall", {"task.name": "associative_recall", "task.eval_items": [12]})
+    assert pd.isna(analysis.load_runs(tmp_path).set_index("task.name").loc["copy", "task.eval_items"]).all()
+
+
+def test_without_torch_a_key_newer_than_a_folder_is_a_value_of_its_own(tmp_path):
+    write_sweep(tmp_path / "sweep", [{"seed": 1}, {"seed": 2, "train.lr_drop_below": 0.0}])
+    code = (
+        "import sys; sys.modules.update(torch=None); import analysis; "
+        f"table = analysis.results_table(analysis.load_runs({str(tmp_path)!r})); print(list(table['runs']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[1, 1]", result.stderr
+    assert "predate some config keys" in result.stderr and "needs torch" in result.stderr
+
+
 def test_nothing_varies_gives_one_group(tmp_path):
     write_sweep(tmp_path / "sweep", [{"seed": 1}, {"seed": 2}, {"seed": 3}])
     table = analysis.results_table(analysis.load_runs(tmp_path))
