@@ -449,10 +449,10 @@ def schema_defaults(stored: dict) -> dict:
     defaults = to_container(Config(task=None, model=None, optimizer=None))
     for group, registry in GROUP_SCHEMAS.items():
         name = (stored.get(group) or {}).get("name")
-        defaults[group] = OmegaConf.to_container(OmegaConf.structured(registry[name]())) if name in registry else {}
+        defaults[group] = to_container(registry[name]()) if name in registry else {}
     return defaults
 
 
-def to_container(config: Config) -> dict:
-    """The typed config as plain dicts and lists (for checkpoints and comparisons)."""
+def to_container(config: Any) -> dict:
+    """A typed config (or one group's) as plain dicts and lists (for checkpoints and comparisons)."""
     return OmegaConf.to_container(OmegaConf.structured(config))
