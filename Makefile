@@ -15,7 +15,7 @@ BASE_PYTHON ?= $(shell for p in python3.11 python3; do $$p -c '' 2>/dev/null && 
 TORCH = $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 ARGS ?=
 # Measured on 2 CPU cores, one run per core (README, Results).
-RESULTS_ESTIMATE := 20 runs (5 presets x seeds 1-4), two at a time on 2 cores: about 1.5-2 hours of wall time, most of it priority sort (4 x about 35 minutes) and N-grams (4 x 10-30 minutes); more on a slower machine
+RESULTS_ESTIMATE := 20 runs (5 presets x seeds 1-4), two at a time on 2 cores: about 2 hours of wall time, most of it priority sort (4 x about 40 minutes) and N-grams (4 x 10-30 minutes); more on a slower machine
 
 # The next line of Hydra's Optuna sweeper (hydra-optuna-sweeper 1.4 release candidates, optuna 5,
 # optuna-dashboard) in its own environment: pyproject.toml's requirements with tools/next_line.txt's
